@@ -1,0 +1,115 @@
+"""The `plmkit` command.
+
+    plmkit methods                       installed methods and their options
+    plmkit data list                     builtin datasets
+    plmkit data prepare NAME [NAME ...]  fetch, check and cache builtin datasets
+    plmkit train [CONFIG.yaml] [--flags] train (see `plmkit train --help`)
+    plmkit eval RUN_DIR [--split test] [data flags]
+    plmkit export RUN_DIR --output_dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+USAGE = __doc__
+
+
+def _cmd_methods(argv: list[str]) -> int:
+    from plmkit.core.training import available_methods, get_method
+
+    names = sorted(available_methods())
+    for name in argv or names:
+        cls = get_method(name)
+        doc = (cls.config_class.__doc__ or "").strip().splitlines()[0] if cls.config_class.__doc__ else ""
+        print(f"{name}: {doc}")
+        for f in dataclasses.fields(cls.config_class):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            print(f"    --method.{f.name} (default {default!r}): {f.metadata.get('help', '')}")
+    return 0
+
+
+def _cmd_data(argv: list[str]) -> int:
+    from plmkit.core.data import BUILTIN, prepare_builtin
+
+    parser = argparse.ArgumentParser(prog="plmkit data")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="list builtin datasets")
+    prep = sub.add_parser("prepare", help="fetch, check and cache builtin datasets")
+    prep.add_argument("names", nargs="+", help="builtin dataset names, or 'all'")
+    prep.add_argument("--force", action="store_true", help="rebuild even if cached")
+    args = parser.parse_args(argv)
+    if args.action == "list":
+        for name, spec in BUILTIN.items():
+            print(f"{name:26s} {spec.description}")
+        return 0
+    names = list(BUILTIN) if args.names == ["all"] else args.names
+    for name in names:
+        print(f"{name}: {prepare_builtin(name, force=args.force)}")
+    return 0
+
+
+def _cmd_train(argv: list[str]) -> int:
+    from plmkit.core.config import parse_experiment
+    from plmkit.core.run import train
+
+    train(parse_experiment(argv))
+    return 0
+
+
+def _cmd_eval(argv: list[str]) -> int:
+    from plmkit.core.run import evaluate_run
+
+    parser = argparse.ArgumentParser(prog="plmkit eval", description="evaluate a trained run")
+    parser.add_argument("run_dir")
+    parser.add_argument("--split", default="test", help="train, validation or test (default test)")
+    args, data_flags = parser.parse_known_args(argv)
+    metrics = evaluate_run(args.run_dir, args.split, data_flags)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_export(argv: list[str]) -> int:
+    from plmkit.core.run import export_run
+
+    parser = argparse.ArgumentParser(prog="plmkit export", description="export a run for plain transformers")
+    parser.add_argument("run_dir")
+    parser.add_argument("--output_dir", required=True)
+    args = parser.parse_args(argv)
+    print(f"exported to {export_run(args.run_dir, args.output_dir)}")
+    return 0
+
+
+COMMANDS = {"methods": _cmd_methods, "data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE.strip())
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    from plmkit.core.config import ConfigError
+    from plmkit.core.data import DataError
+    from plmkit.core.models import ModelNotFoundError
+    from plmkit.core.run import RunExistsError
+    from plmkit.core.training import MethodError
+
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except (ConfigError, DataError, ModelNotFoundError, MethodError, RunExistsError, FileNotFoundError, ValueError) as err:
+        # Bad input ends with one clear line; PLMKIT_DEBUG=1 shows the traceback instead.
+        if os.environ.get("PLMKIT_DEBUG"):
+            raise
+        print(f"plmkit: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

