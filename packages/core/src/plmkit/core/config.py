@@ -44,6 +44,20 @@ class ModelArguments:
         default="minilm", metadata={"help": "alias (minilm, tiny-bert, ...), local folder, or hub id (online only)"}
     )
     max_length: int = field(default=128, metadata={"help": "truncate inputs to this many tokens"})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "model config changes as key=value pairs, e.g. 'hidden_dropout_prob=0,attention_probs_dropout_prob=0'"},
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        """`config_overrides` parsed into typed values (YAML scalars: 0 -> int, 0.1 -> float, true -> bool)."""
+        out: dict[str, Any] = {}
+        for pair in filter(None, (self.config_overrides or "").split(",")):
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"config_overrides: expected key=value, got {pair!r}")
+            out[key.strip()] = yaml.safe_load(value)
+        return out
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import DataCollatorWithPadding, set_seed
+from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from plmkit.core.config import ExperimentConfig, parse_experiment
@@ -100,6 +100,7 @@ def train(cfg: ExperimentConfig) -> dict[str, float]:
         id2label=dict(enumerate(task.label_names)) or None,
         label2id={n: i for i, n in enumerate(task.label_names)} or None,
         problem_type=task.problem_type,
+        **cfg.model.overrides(),
     )
     encoded = encode(task, tokenizer, cfg.model.max_length)
     trainer = Trainer(
@@ -167,6 +168,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_overrides: list[
         processing_class=tokenizer,
         compute_metrics=make_compute_metrics(task.metrics, task.problem_type == "regression"),
     )
+    for printer in (PrinterCallback, ProgressCallback):  # stdout carries only the metrics
+        trainer.remove_callback(printer)
     prefix = "eval" if split == "validation" else split
     return trainer.evaluate(encoded[split], metric_key_prefix=prefix)
 

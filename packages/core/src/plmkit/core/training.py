@@ -156,6 +156,12 @@ class Trainer(transformers.Trainer):
         model = self.method.prepare_model(model)
         callbacks = list(kwargs.pop("callbacks", None) or []) + self.method.callbacks() + [_MethodHooks(self.method)]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+        if not hasattr(self.accelerator.unwrap_model(self.model), "accepts_loss_kwargs"):
+            # transformers guesses that a model whose forward takes **kwargs normalises its loss by
+            # `num_items_in_batch`, and then multiplies the loss by the number of processes. Most heads (BERT's
+            # sequence classification among them) return a plain mean instead, so under DDP the gradients came out
+            # world_size times too large. Use per-batch means, which DDP averages correctly.
+            self.model_accepts_loss_kwargs = False
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         groups = self.method.parameter_groups(self.model)

@@ -1,0 +1,69 @@
+"""Sparsity primitives shared by PST, CAP and structured pruning.
+
+- ``masks``: straight-through top-k / threshold binarizers and the global top-k threshold.
+- ``layers``: ``MaskedLinear`` (magnitude or movement scores, nn.Linear or GPT-2 Conv1D), ``mask_linears``,
+  ``set_sparsity`` (per-matrix or global ranking), ``set_threshold``.
+- ``schedule``: the cubic sparsity schedule and a Trainer callback applying it after every optimizer step.
+- ``gates`` / ``importance`` / ``compaction``: head and FFN-neuron gates, first-order importance, keep-masks,
+  and physical removal of gated-off units.
+- ``export``: fold masks into plain dense weights; ``report``: sparsity, parameter and FLOP counts.
+"""
+
+from plmkit.core.sparsity.compaction import compact_model, load_compacted, structural_keep
+from plmkit.core.sparsity.export import export_dense
+from plmkit.core.sparsity.gates import BlockParts, StructuralGates, add_structural_gates, transformer_blocks
+from plmkit.core.sparsity.importance import first_order_importance, units_to_keep
+from plmkit.core.sparsity.layers import (
+    DEFAULT_TARGETS,
+    MaskedLinear,
+    effective_weight,
+    is_linear,
+    mask_linears,
+    masked_layers,
+    set_sparsity,
+    set_threshold,
+)
+from plmkit.core.sparsity.masks import (
+    ThresholdBinarizer,
+    TopKBinarizer,
+    global_topk_counts,
+    num_pruned,
+    threshold_mask,
+    topk_mask,
+    validate_sparsity,
+)
+from plmkit.core.sparsity.report import format_report, sparsity_report
+from plmkit.core.sparsity.schedule import SparsityScheduleCallback, cubic_sparsity, cubic_sparsity_steps
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "BlockParts",
+    "MaskedLinear",
+    "SparsityScheduleCallback",
+    "StructuralGates",
+    "ThresholdBinarizer",
+    "TopKBinarizer",
+    "add_structural_gates",
+    "compact_model",
+    "cubic_sparsity",
+    "cubic_sparsity_steps",
+    "effective_weight",
+    "export_dense",
+    "first_order_importance",
+    "format_report",
+    "global_topk_counts",
+    "is_linear",
+    "load_compacted",
+    "mask_linears",
+    "masked_layers",
+    "num_pruned",
+    "set_sparsity",
+    "set_threshold",
+    "sparsity_report",
+    "structural_keep",
+    "threshold_mask",
+    "topk_mask",
+    "transformer_blocks",
+    "units_to_keep",
+    "validate_sparsity",
+]

@@ -1,0 +1,103 @@
+"""The cubic sparsity schedule of Zhu & Gupta (2017) with initial and final warm-up, as used by movement
+pruning, PST (spec pst.md 1.1, `schedule_sparsity_ratio`) and CAP (spec cap.md 2.1a), and a Trainer callback
+that applies it after every optimizer step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from plmkit.core.sparsity.layers import Ranking, set_sparsity, set_threshold
+
+__all__ = ["cubic_sparsity", "cubic_sparsity_steps", "SparsityScheduleCallback"]
+
+
+def cubic_sparsity_steps(
+    step: float,
+    total_steps: float,
+    final_sparsity: float,
+    initial_sparsity: float = 0.0,
+    initial_warmup_steps: float = 0.0,
+    final_warmup_steps: float = 0.0,
+) -> float:
+    """Cubic schedule with warm-up lengths in steps (CAP counts them in multiples of ``warmup_steps``).
+
+    s(t) = s_i                                            for t <= I
+    s(t) = s_f                                            for t >  T - F
+    s(t) = s_f + (s_i - s_f) * (1 - (t - I) / (T - I - F))**3   otherwise
+    """
+    if step <= initial_warmup_steps:
+        return initial_sparsity
+    if step > total_steps - final_warmup_steps:
+        return final_sparsity
+    progress = (step - initial_warmup_steps) / (total_steps - initial_warmup_steps - final_warmup_steps)
+    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** 3
+
+
+def cubic_sparsity(
+    step: float,
+    total_steps: float,
+    final_sparsity: float,
+    initial_sparsity: float = 0.0,
+    initial_warmup: float = 0.1,
+    final_warmup: float = 0.3,
+) -> float:
+    """PST's cubic schedule; warm-ups as fractions t_i, t_f of the T total optimizer steps (0.1 and 0.3)."""
+    return cubic_sparsity_steps(
+        step,
+        total_steps,
+        final_sparsity,
+        initial_sparsity,
+        initial_warmup_steps=initial_warmup * total_steps,
+        final_warmup_steps=final_warmup * total_steps,
+    )
+
+
+class SparsityScheduleCallback(TrainerCallback):
+    """Set ``schedule(completed_steps, max_steps)`` on every MaskedLinear of the trained model.
+
+    Applied at ``on_train_begin`` (s_i on a fresh run; the right value when resuming, since the Trainer
+    restores ``state.global_step`` first) and at every ``on_step_end``, i.e. after each optimizer step as in
+    the PST and movement-pruning loops, so the next forward and any evaluation use the new masks. With
+    ``quantity="threshold"`` the value is the threshold of threshold-mode layers (soft movement pruning).
+
+    Example: ``SparsityScheduleCallback(functools.partial(cubic_sparsity, final_sparsity=0.9))``.
+    """
+
+    def __init__(
+        self,
+        schedule: Callable[[int, int], float],
+        ranking: Ranking = "layer",
+        quantity: Literal["sparsity", "threshold"] = "sparsity",
+    ) -> None:
+        if quantity not in ("sparsity", "threshold"):
+            raise ValueError(f"quantity must be 'sparsity' or 'threshold', got {quantity!r}")
+        self.schedule = schedule
+        self.ranking = ranking
+        self.quantity = quantity
+        self.current: float | None = None
+
+    def _apply(self, state: TrainerState, model: nn.Module | None) -> None:
+        if model is None:
+            raise ValueError(
+                "SparsityScheduleCallback needs the model (the Trainer passes it as kwargs['model'])"
+            )
+        self.current = self.schedule(state.global_step, state.max_steps)
+        if self.quantity == "sparsity":
+            set_sparsity(model, self.current, self.ranking)
+        else:
+            set_threshold(model, self.current)
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._apply(state, kwargs.get("model"))
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._apply(state, kwargs.get("model"))
