@@ -25,7 +25,7 @@ def test_unpruned_layer_reproduces_the_original_exactly(layer, scorer):
     masked = MaskedLinear.from_linear(layer, scorer=scorer)
     assert torch.equal(masked(x), layer(x))
     assert masked.weight is layer.weight and masked.bias is layer.bias
-    expected = {"bias", "weight"} | ({"scores"} if scorer == "movement" else set())
+    expected = {"bias", "weight", "pruned_count", "mask_threshold"} | ({"scores"} if scorer == "movement" else set())
     assert set(masked.state_dict()) == expected
     assert (masked.in_features, masked.out_features) == (12, 7)
 
@@ -131,3 +131,13 @@ def test_threshold_mode_and_set_threshold():
     set_threshold(model, 0.9999)  # the minimum kept wins: int(0.005 * numel) + 1 entries
     for layer in layers:
         assert int(layer.mask().sum()) == int(0.005 * layer.weight.numel()) + 1
+
+
+def test_mask_settings_travel_with_the_state_dict():
+    torch.manual_seed(0)
+    trained = MaskedLinear.from_linear(nn.Linear(10, 6), scorer="movement")
+    trained.scores.data.normal_()
+    trained.sparsity = 0.7
+    fresh = MaskedLinear.from_linear(nn.Linear(10, 6), scorer="movement")
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.num_pruned == int(0.7 * 60) and torch.equal(fresh.mask(), trained.mask())

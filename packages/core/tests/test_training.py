@@ -84,10 +84,21 @@ def test_method_hooks_run_in_order_with_clipped_gradients(tmp_path):
     assert all(g <= 1e-3 * 1.001 for g in method.grad_norms)  # hook sees gradients after clipping
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {"classifier.weight", "classifier.bias"}
-    lrs = sorted(g["initial_lr"] for g in trainer.optimizer.param_groups)
-    assert lrs == [pytest.approx(0.01), pytest.approx(0.123)]
+    assert {round(g["initial_lr"], 6) for g in trainer.optimizer.param_groups} == {0.01, 0.123}
     frozen = {id(p) for p in trainer.model.bert.embeddings.parameters()}
     assert not frozen & {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+
+
+def test_parameter_groups_get_the_usual_weight_decay_split(tmp_path):
+    trainer, _ = _setup(tmp_path, Recorder(), weight_decay=0.01)
+    optimizer = trainer.create_optimizer()
+    groups = {(g["lr"], g["weight_decay"]) for g in optimizer.param_groups}
+    assert groups == {(0.01, 0.01), (0.01, 0.0), (0.123, 0.01), (0.123, 0.0)}
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    for g in optimizer.param_groups:
+        for p in g["params"]:
+            no_decay = names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)]
+            assert (g["weight_decay"] == 0.0) == no_decay, names[id(p)]
 
 
 def test_extra_loss_is_added_to_the_task_loss(tmp_path):

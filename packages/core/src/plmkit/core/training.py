@@ -79,7 +79,10 @@ class Method:
         return model
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
-        """Optimizer parameter groups (dicts with `params` and optionally `lr`, `weight_decay`); None = default."""
+        """Optimizer parameter groups (dicts with `params` and optionally `lr`, `weight_decay`); None = default.
+
+        A group without `weight_decay` gets `args.weight_decay`, except for biases and norm weights (as in HF).
+        """
         return None
 
     def callbacks(self) -> list[TrainerCallback]:
@@ -168,8 +171,17 @@ class Trainer(transformers.Trainer):
         if groups is None or self.optimizer is not None:
             return super().create_optimizer(model)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-        groups = [g for g in groups if g["params"]]
-        self.optimizer = optimizer_cls(groups, **{"weight_decay": self.args.weight_decay, **optimizer_kwargs})
+        # Groups that leave weight decay open get transformers' usual split: no decay for biases and norms.
+        decay = {id(p) for n, p in self.model.named_parameters() if n in set(self.get_decay_parameter_names(self.model))}
+        split: list[dict[str, Any]] = []
+        for group in groups:
+            if "weight_decay" in group:
+                split.append(group)
+                continue
+            params = list(group["params"])
+            split.append({**group, "params": [p for p in params if id(p) in decay], "weight_decay": self.args.weight_decay})
+            split.append({**group, "params": [p for p in params if id(p) not in decay], "weight_decay": 0.0})
+        self.optimizer = optimizer_cls([g for g in split if g["params"]], **optimizer_kwargs)
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001

@@ -87,8 +87,10 @@ class MaskedLinear(nn.Module):
         self.out_features, self.in_features = (cols, rows) if transposed else (rows, cols)
         self.scorer = scorer
         self.mode = mode
+        # The mask's settings are buffers, so a saved state dict restores the trained mask exactly.
+        self.register_buffer("pruned_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("mask_threshold", torch.tensor(float(threshold)))
         self.sparsity = sparsity
-        self.threshold = threshold
         self.sigmoid = sigmoid
         # HF soft movement / CAP-soft keep int(0.005 * numel) + 1 entries so a matrix never empties.
         self.min_kept = int(min_kept_fraction * weight.numel()) + 1 if min_kept_fraction > 0 else 0
@@ -120,6 +122,24 @@ class MaskedLinear(nn.Module):
             sparsity=sparsity,
             **kwargs,  # type: ignore[arg-type]
         )
+
+    @property
+    def num_pruned(self) -> int:
+        """How many entries the top-k mode zeroes (stored in the ``pruned_count`` buffer)."""
+        return int(self.pruned_count)
+
+    @num_pruned.setter
+    def num_pruned(self, value: int) -> None:
+        self.pruned_count.fill_(int(value))
+
+    @property
+    def threshold(self) -> float:
+        """Threshold of the threshold mode (stored in the ``mask_threshold`` buffer)."""
+        return float(self.mask_threshold)
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.mask_threshold.fill_(float(value))
 
     @property
     def sparsity(self) -> float:
