@@ -1,0 +1,60 @@
+"""Render the results section of README.md from benchmarks/results/*.json (never typed by hand).
+
+    .venv/bin/python tools/render_readme.py          # rewrite the block between the markers
+    .venv/bin/python tools/render_readme.py --check  # exit 1 if README.md is out of date
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BEGIN, END = "<!-- results:begin (tools/render_readme.py) -->", "<!-- results:end -->"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def render() -> str:
+    rows = ["| what | measured | target | file |", "|---|---|---|---|"]
+    demo = _load("demo_rt_polarity")
+    if demo:
+        rows.append(
+            f"| `make demo`: MiniLM on rt-polarity, test accuracy | {demo['test_accuracy']:.4f} "
+            f"({demo['train_seconds_wall'] / 60:.1f} min, {demo['threads']} thread(s)) | >= 0.78, < 15 min "
+            f"| benchmarks/results/demo_rt_polarity.json |"
+        )
+    step = _load("trainer_step")
+    if step:
+        rows.append(
+            f"| core Trainer step / plain PyTorch step | {step['ratio_cpu']:.3f}x CPU, {step['ratio_wall']:.3f}x wall "
+            f"| <= {step['target']:.2f}x | benchmarks/results/trainer_step.json |"
+        )
+    masked = _load("masked_linear")
+    if masked:
+        rows.append(
+            f"| MaskedLinear (90% sparsity) / nn.Linear, fwd+bwd | {masked['median_ratio']['both']['cpu']:.3f}x CPU, "
+            f"{masked['median_ratio']['both']['wall']:.3f}x wall | <= {masked['target_ratio']:.2f}x "
+            f"| benchmarks/results/masked_linear.json |"
+        )
+    return "\n".join([BEGIN, *rows, END])
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    updated = text[:start] + render() + text[end:]
+    if "--check" in sys.argv:
+        return int(updated != text)
+    readme.write_text(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
