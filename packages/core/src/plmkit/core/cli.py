@@ -24,7 +24,11 @@ def _cmd_methods(argv: list[str]) -> int:
 
     names = sorted(available_methods())
     for name in argv or names:
-        cls = get_method(name)
+        try:
+            cls = get_method(name)
+        except ImportError as err:  # one broken plugin must not hide the others
+            print(f"{name}: cannot be loaded ({type(err).__name__}: {err})")
+            continue
         doc = (cls.config_class.__doc__ or "").strip().splitlines()[0] if cls.config_class.__doc__ else ""
         print(f"{name}: {doc}")
         for f in dataclasses.fields(cls.config_class):
