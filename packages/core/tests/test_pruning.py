@@ -67,3 +67,15 @@ def test_cli_rejects_sparsity_outside_range_before_any_work(tmp_path, capsys):
                  "--method", "pruning", "--method.sparsity", "1.2"]) == 2
     assert "sparsity must be in [0, 1), got 1.2" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_export_can_change_a_method_option(tmp_path, capsys):
+    flags = write_toy_csvs(tmp_path / "d")
+    out = tmp_path / "run"
+    assert main(["train", *TINY, *flags, "--output_dir", str(out), "--max_steps", "4",
+                 "--method", "pruning", "--method.scorer", "magnitude", "--method.sparsity", "0.5"]) == 0
+    assert main(["export", str(out), "--output_dir", str(tmp_path / "e"), "--method.ranking", "global"]) == 0
+    model, _, method, _ = load_run(out, {"ranking": "global"})
+    assert method.config.ranking == "global" and method.config.sparsity == 0.5
+    assert main(["export", str(out), "--output_dir", str(tmp_path / "e2"), "--method.nope", "1"]) == 2
+    assert "no option(s) ['nope']" in capsys.readouterr().err

@@ -5,7 +5,7 @@
     plmkit data prepare NAME [NAME ...]  fetch, check and cache builtin datasets
     plmkit train [CONFIG.yaml] [--flags] train (see `plmkit train --help`)
     plmkit eval RUN_DIR [--split test] [data flags]
-    plmkit export RUN_DIR --output_dir DIR
+    plmkit export RUN_DIR --output_dir DIR [--method.KEY VALUE]
 """
 
 from __future__ import annotations
@@ -78,13 +78,20 @@ def _cmd_eval(argv: list[str]) -> int:
 
 
 def _cmd_export(argv: list[str]) -> int:
+    from plmkit.core.config import ConfigError, split_method_flags
     from plmkit.core.run import export_run
 
-    parser = argparse.ArgumentParser(prog="plmkit export", description="export a run for plain transformers")
+    parser = argparse.ArgumentParser(
+        prog="plmkit export",
+        description="export a run for plain transformers; --method.KEY VALUE changes a method option for the export",
+    )
     parser.add_argument("run_dir")
     parser.add_argument("--output_dir", required=True)
-    args = parser.parse_args(argv)
-    print(f"exported to {export_run(args.run_dir, args.output_dir)}")
+    rest, name, overrides = split_method_flags(argv)
+    if name is not None:
+        raise ConfigError("plmkit export uses the run's own method; only --method.KEY options can change")
+    args = parser.parse_args(rest)
+    print(f"exported to {export_run(args.run_dir, args.output_dir, overrides)}")
     return 0
 
 

@@ -29,7 +29,16 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from plmkit.core.training import MethodError, get_method
 
-__all__ = ["ConfigError", "DataArguments", "ExperimentConfig", "ModelArguments", "RunArguments", "parse_experiment"]
+__all__ = [
+    "ConfigError",
+    "DataArguments",
+    "ExperimentConfig",
+    "ModelArguments",
+    "RunArguments",
+    "parse_experiment",
+    "parse_method_options",
+    "split_method_flags",
+]
 
 
 class ConfigError(ValueError):
@@ -109,7 +118,7 @@ class ExperimentConfig:
 _ARG_CLASSES = (ModelArguments, DataArguments, TrainingArguments, RunArguments)
 
 
-def _split_method_flags(argv: list[str]) -> tuple[list[str], str | None, dict[str, str]]:
+def split_method_flags(argv: list[str]) -> tuple[list[str], str | None, dict[str, str]]:
     """Separate `--method NAME` and `--method.KEY VALUE` (or `--method.KEY=VALUE`) from the other flags."""
     rest: list[str] = []
     name: str | None = None
@@ -141,7 +150,7 @@ def _split_method_flags(argv: list[str]) -> tuple[list[str], str | None, dict[st
     return rest, name, options
 
 
-def _parse_method_options(name: str, from_file: dict[str, Any], from_flags: dict[str, str]) -> dict[str, Any]:
+def parse_method_options(name: str, from_file: dict[str, Any], from_flags: dict[str, str]) -> dict[str, Any]:
     """Typed method options: file values as they are, flag strings converted by the config's field types."""
     config_class = get_method(name).config_class
     known = {f.name for f in dataclasses.fields(config_class)}
@@ -181,7 +190,7 @@ def parse_experiment(argv: list[str]) -> ExperimentConfig:
     unknown = sorted(set(file_cfg) - known)
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown} (see `plmkit train --help` for the valid ones)")
-    rest, flag_name, flag_options = _split_method_flags(argv)
+    rest, flag_name, flag_options = split_method_flags(argv)
     parser.set_defaults(**file_cfg)
     if "output_dir" not in file_cfg and "--output_dir" not in " ".join(rest):
         parser.set_defaults(output_dir="outputs/run")
@@ -194,5 +203,5 @@ def parse_experiment(argv: list[str]) -> ExperimentConfig:
 
     name = flag_name or method_cfg.pop("name", "finetune")
     method_cfg.pop("name", None)
-    options = _parse_method_options(name, method_cfg, flag_options)
+    options = parse_method_options(name, method_cfg, flag_options)
     return ExperimentConfig(model_args, data_args, training_args, run_args, name, options)

@@ -9,6 +9,7 @@ A run folder (`--output_dir`) holds:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from safetensors.torch import load_file
 from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from plmkit.core.config import ExperimentConfig, parse_experiment
+from plmkit.core.config import ExperimentConfig, parse_experiment, parse_method_options
 from plmkit.core.data import DataError, TaskData, encode, few_shot_split, load_builtin, load_files
 from plmkit.core.models import load_model
 from plmkit.core.training import Method, Trainer, auto_num_threads, build_method, make_compute_metrics
@@ -140,9 +141,18 @@ def _run_config(run_dir: str | Path) -> ExperimentConfig:
     return parse_experiment([str(path), "--output_dir", str(run_dir), "--report_to", "none"])
 
 
-def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, Any, Method, ExperimentConfig]:
-    """Rebuild a trained run: the saved weights, with the method's layers put back, in eval mode."""
+def load_run(
+    run_dir: str | Path, method_overrides: dict[str, str] | None = None
+) -> tuple[torch.nn.Module, Any, Method, ExperimentConfig]:
+    """Rebuild a trained run: the saved weights, with the method's layers put back, in eval mode.
+
+    `method_overrides` (option name -> flag string, as from `--method.KEY VALUE`) change method options for this
+    use only, e.g. the sparsity a dynamically sparse model is exported at.
+    """
     cfg = _run_config(run_dir)
+    if method_overrides:
+        options = {**cfg.method_options, **parse_method_options(cfg.method_name, {}, method_overrides)}
+        cfg = dataclasses.replace(cfg, method_options=options)
     method = build_method(cfg.method_name, cfg.method_options)
     model, tokenizer = load_model(str(run_dir))
     model = method.prepare_model(model)
@@ -174,9 +184,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_overrides: list[
     return trainer.evaluate(encoded[split], metric_key_prefix=prefix)
 
 
-def export_run(run_dir: str | Path, output_dir: str | Path) -> Path:
+def export_run(run_dir: str | Path, output_dir: str | Path, method_overrides: dict[str, str] | None = None) -> Path:
     """Apply the method's `export` and save a model that plain transformers loads (safetensors)."""
-    model, tokenizer, method, _ = load_run(run_dir)
+    model, tokenizer, method, _ = load_run(run_dir, method_overrides)
     exported = method.export(model)
     out = Path(output_dir)
     exported.save_pretrained(out)
