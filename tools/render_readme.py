@@ -26,7 +26,8 @@ def render() -> str:
     if demo:
         rows.append(
             f"| `make demo`: MiniLM on rt-polarity, test accuracy | {demo['test_accuracy']:.4f} "
-            f"({demo['train_seconds_wall'] / 60:.1f} min, {demo['threads']} thread(s)) | >= 0.78, < 15 min "
+            f"({demo['train_seconds_wall'] / 60:.1f} min, {demo['threads']} thread(s), load average "
+            f"{demo['load_average_at_end']:.1f}) | >= 0.78, < 15 min "
             f"| benchmarks/results/demo_rt_polarity.json |"
         )
     step = _load("trainer_step")
