@@ -111,6 +111,21 @@ def test_extra_loss_is_added_to_the_task_loss(tmp_path):
     assert total.item() == pytest.approx(task_loss.item() + 2.5, abs=1e-6)
 
 
+class ReversedOrder(Method):
+    name = "reversed"
+
+    def train_sampler(self, dataset, args):
+        return list(reversed(range(len(dataset))))
+
+
+def test_train_sampler_hook_sets_the_example_order(tmp_path):
+    trainer, enc = _setup(tmp_path, ReversedOrder(), per_device_train_batch_size=4)
+    first = next(iter(trainer.get_train_dataloader()))
+    expected = [enc["train"][i]["input_ids"] for i in (63, 62, 61, 60)]
+    lengths = first["attention_mask"].sum(1).tolist()
+    assert [ids[:n] for ids, n in zip(first["input_ids"].tolist(), lengths)] == expected
+
+
 def test_finetune_learns_the_toy_task(tmp_path):
     trainer, enc = _setup(tmp_path, FinetuneMethod(), steps=60, learning_rate=1e-2)
     trainer.train()

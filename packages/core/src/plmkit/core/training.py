@@ -7,6 +7,7 @@ A method is a config dataclass plus an object with a few optional hooks (design 
 | `prepare_model(model)`        | once, before the Trainer wraps the model (swap layers, add gates)   |
 | `parameter_groups(model)`     | when the optimizer is built (which tensors train, with which lr)   |
 | `callbacks()`                 | extra `TrainerCallback`s (schedules, snapshots, pruning steps)      |
+| `train_sampler(dataset, args)`| the order of training examples (e.g. class-balanced batches)        |
 | `extra_loss(model, inputs, outputs)` | added to the task loss at every forward                      |
 | `before_optimizer_step(model)`| after gradient clipping, before `optimizer.step()` (edit gradients) |
 | `export(model)`               | turn a trained model into one plain transformers can load           |
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 import transformers
 from torch import nn
+from torch.utils.data import Sampler
 from transformers import EvalPrediction, TrainerCallback
 
 from plmkit.core import metrics as metrics_lib
@@ -87,6 +89,10 @@ class Method:
 
     def callbacks(self) -> list[TrainerCallback]:
         return []
+
+    def train_sampler(self, dataset: Any, args: transformers.TrainingArguments) -> Sampler | None:
+        """The training sampler (per process); None = transformers' default (random, or as `args` says)."""
+        return None
 
     def extra_loss(self, model: nn.Module, inputs: dict[str, Any], outputs: Any) -> torch.Tensor | None:
         return None
@@ -183,6 +189,11 @@ class Trainer(transformers.Trainer):
             split.append({**group, "params": [p for p in params if id(p) not in decay], "weight_decay": 0.0})
         self.optimizer = optimizer_cls([g for g in split if g["params"]], **optimizer_kwargs)
         return self.optimizer
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        sampler = self.method.train_sampler(dataset, self.args)
+        return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         loss, outputs = super().compute_loss(

@@ -1,0 +1,60 @@
+"""Render the prompt-tuning README's results section from benchmarks/results/cp_tuning_reproduce.json (never
+typed by hand).
+
+    python benchmarks/cp_tuning_render_table.py   # rewrites the block between the cp-tuning-results markers
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "packages" / "prompt_tuning" / "README.md"
+RESULTS = ROOT / "benchmarks" / "results" / "cp_tuning_reproduce.json"
+START, END = "<!-- cp-tuning-results:start -->", "<!-- cp-tuning-results:end -->"
+
+ROWS = [
+    ("finetune", "fine-tuning ([CLS] head)"),
+    ("prompt_tuning", "prompt tuning with a verbalizer"),
+    ("cp_tuning", "CP-Tuning, nearest anchor"),
+    ("cp_tuning_centroid", "CP-Tuning, class centroid"),
+    ("cp_tuning_mlm", "CP-Tuning + aux. MLM (lambda 0.1), nearest anchor"),
+    ("cp_tuning_mlm_centroid", "CP-Tuning + aux. MLM (lambda 0.1), class centroid"),
+]
+
+
+def render() -> str:
+    data = json.loads(RESULTS.read_text())
+    s = data["settings"]
+    targets = list(data["summary"])
+    lines = [
+        f"Setup: {s['model']}, K = {s['k']} per class (LM-BFF sampler), seeds {s['seeds']}, {s['max_steps']} steps of "
+        f"batch {s['batch_size']} (class-balanced for CP-Tuning), learning rate {s['learning_rate']}, max_length "
+        f"{s['max_length']}, bf16, at most {s['test_examples_max']} test examples, model at the {s['selection']}. "
+        "Test accuracy in %, mean +- std over the seeds (n = runs finished).",
+        "",
+        "| method | " + " | ".join(targets) + " |",
+        "|---|" + "---|" * len(targets),
+    ]
+    for key, name in ROWS:
+        cells = []
+        for t in targets:
+            r = data["summary"][t].get(key)
+            cells.append("-" if r is None else f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} (n={r['n']})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    wall = sum(r["wall_s"] for r in data["runs"] if not r["variant"].endswith("_centroid"))
+    lines += ["", f"Total training + evaluation wall time: {wall / 60:.0f} min (shared 2-core machine, 1 thread).", "",
+              "![CP-Tuning feature space](../../benchmarks/results/cp_tuning_features.png)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    text = README.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    README.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The prompt methods wired into the core Trainer.
+
+- `prepare_model`: the core builds a sequence-classification model; it is replaced by a `PromptModel` holding the
+  same encoder weights plus the masked-LM head transform of the same checkpoint (a fresh one where the checkpoint
+  has none, e.g. `minilm` or the tiny test models). A reloaded run is already a `PromptModel` and passes through.
+- `train_sampler`: class-balanced batches (CP-Tuning), so every batch has positive and negative pairs.
+- `callbacks`: `PromptCallback` binds the tokenizer's token ids when the Trainer is built, and refreshes the
+  training anchors before every evaluation and at the end of training, so the saved model carries them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from transformers import AutoModelForMaskedLM, PreTrainedModel, TrainerCallback, TrainingArguments
+
+from plmkit.core.models import load_model
+from plmkit.core.training import Method
+from plmkit.prompt_tuning.config import CPTuningConfig, PromptTuningConfig
+from plmkit.prompt_tuning.model import PromptModel, compute_anchors
+from plmkit.prompt_tuning.sampler import ClassBalancedSampler
+
+__all__ = ["CPTuningMethod", "PromptCallback", "PromptTuningMethod", "load_masked_lm"]
+
+
+def load_masked_lm(backbone: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
+    """The masked-LM version of `backbone`'s checkpoint (for its head); built from the config if it has no source."""
+    source = getattr(backbone.config, "_name_or_path", "") or ""
+    if source:
+        masked_lm, _ = load_model(source, task="masked-lm", seed=seed)
+        return masked_lm
+    return AutoModelForMaskedLM.from_config(backbone.config)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+class PromptCallback(TrainerCallback):
+    """Token-id binding, class-balanced batches, and anchor refreshes (module docstring)."""
+
+    def on_init_end(self, args, state, control, model=None, processing_class=None, **kwargs):  # noqa: ANN001
+        if processing_class is not None:
+            _unwrap(model).bind_tokenizer(processing_class)
+
+    def _refresh(self, args, model, train_dataloader) -> None:  # noqa: ANN001
+        model = _unwrap(model)
+        if model.config.objective != "contrastive" or train_dataloader is None:
+            return
+        ordered = DataLoader(
+            train_dataloader.dataset, batch_size=args.per_device_eval_batch_size, shuffle=False,
+            collate_fn=train_dataloader.collate_fn,
+        )
+        compute_anchors(model, ordered)
+
+    def on_step_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):  # noqa: ANN001
+        if control.should_evaluate:
+            self._refresh(args, model, train_dataloader)
+
+    def on_epoch_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):  # noqa: ANN001
+        if control.should_evaluate:
+            self._refresh(args, model, train_dataloader)
+
+    def on_train_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):  # noqa: ANN001
+        self._refresh(args, model, train_dataloader)
+
+
+class _PromptMethod(Method):
+    objective = ""
+
+    def _model_options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        if isinstance(model, PromptModel):
+            return model
+        return PromptModel.from_backbone(model, load_masked_lm(model), objective=self.objective, **self._model_options())
+
+    def callbacks(self) -> list[TrainerCallback]:
+        return [PromptCallback()]
+
+    def train_sampler(self, dataset: Any, args: TrainingArguments) -> Sampler | None:
+        if not getattr(self.config, "balanced_batches", False):
+            return None
+        return ClassBalancedSampler(dataset["labels"], args.per_device_train_batch_size, args.seed)
+
+
+class CPTuningMethod(_PromptMethod):
+    """CP-Tuning (Xu et al., WSDM 2023): contrastive prompt tuning without a verbalizer."""
+
+    name = "cp_tuning"
+    config_class = CPTuningConfig
+    objective = "contrastive"
+
+    def _model_options(self) -> dict[str, Any]:
+        options = super()._model_options()
+        options.pop("balanced_batches")
+        return options
+
+
+class PromptTuningMethod(_PromptMethod):
+    """Prompt-based fine-tuning with a verbalizer (LM-BFF style), the baseline CP-Tuning is compared with."""
+
+    name = "prompt_tuning"
+    config_class = PromptTuningConfig
+    objective = "verbalizer"
+
+    def _model_options(self) -> dict[str, Any]:
+        options = super()._model_options()
+        options["label_words"] = self.config.words()
+        return options

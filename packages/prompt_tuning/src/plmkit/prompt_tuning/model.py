@@ -1,0 +1,368 @@
+"""`PromptModel`: a masked-LM encoder with a template, trainable prompt tokens and a [MASK] read-out.
+
+One `PreTrainedModel` (registered with the Auto classes, so `save_pretrained`/`from_pretrained` and the core's
+`load_model(run_dir)` rebuild it) serves both prompt objectives, and is the shared machinery later prompt methods
+(UPT) build on:
+
+- `objective="contrastive"` (CP-Tuning): feature = L2-normalised masked-LM-head transform at [MASK]; loss = PCCL
+  (+ lambda * auxiliary MLM); class scores = cosine to the nearest training anchor (or class centroid), with the
+  anchors stored as buffers so a saved model predicts on new text.
+- `objective="verbalizer"` (LM-BFF style prompt tuning): class scores = masked-LM logits of the label words at
+  [MASK]; loss = cross-entropy.
+
+The masked-LM decoder is the input embedding matrix (weights tied, as in BERT/RoBERTa) plus a vocabulary bias, and
+vocabulary scores are computed only where needed ([MASK] rows, label words, masked text tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from plmkit.core.training import MethodError
+from plmkit.prompt_tuning.anchors import centroid_scores, example_keys, nearest_scores
+from plmkit.prompt_tuning.losses import pair_wise_cost_sensitive_loss
+from plmkit.prompt_tuning.templates import (
+    apply_template,
+    compile_template,
+    count_prompt_tokens,
+    parse_template,
+)
+
+__all__ = ["PromptModel", "PromptModelConfig", "PromptModelOutput", "compute_anchors", "predict"]
+
+OBJECTIVES = ("contrastive", "verbalizer")
+
+
+class PromptModelConfig(PretrainedConfig):
+    """The backbone's config (as a dict) plus the prompt settings. Token ids (template literals, special tokens,
+    label words) are filled in by `PromptModel.bind_tokenizer` and saved with the model."""
+
+    model_type = "plmkit-prompt"
+
+    def __init__(
+        self,
+        backbone: dict[str, Any] | None = None,
+        objective: str = "contrastive",
+        template: str = "{text} {prompt} {mask}",
+        num_prompt_tokens: int = 4,
+        max_length: int | None = None,
+        head_activation: str = "gelu",
+        margin: float = 0.4,
+        scale: float = 64.0,
+        cost_ratio: float = 1.0,
+        mlm_weight: float = 0.0,
+        mlm_probability: float = 0.15,
+        prediction: str = "nearest",
+        label_words: list[str] | None = None,
+        num_anchors: int = 0,
+        template_ids: list[int] | None = None,
+        special_ids: dict[str, int] | None = None,
+        label_word_ids: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.backbone = backbone or {}
+        self.objective = objective
+        self.template = template
+        self.num_prompt_tokens = num_prompt_tokens
+        self.max_length = max_length
+        self.head_activation = head_activation
+        self.margin = margin
+        self.scale = scale
+        self.cost_ratio = cost_ratio
+        self.mlm_weight = mlm_weight
+        self.mlm_probability = mlm_probability
+        self.prediction = prediction
+        self.label_words = label_words or []
+        self.num_anchors = num_anchors
+        self.template_ids = template_ids
+        self.special_ids = special_ids
+        self.label_word_ids = label_word_ids
+        super().__init__(**kwargs)
+
+    def backbone_config(self) -> PretrainedConfig:
+        return AutoConfig.for_model(**self.backbone)
+
+
+@dataclass
+class PromptModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (batch, classes): anchor similarities or label-word scores
+    features: torch.Tensor | None = None  # (batch, hidden): the [MASK] representation (L2-normalised if contrastive)
+
+
+class MaskedLMHead(nn.Module):
+    """dense -> activation -> LayerNorm (BERT's `cls.predictions.transform`, RoBERTa's `lm_head` before its decoder),
+    and the vocabulary bias; the decoder weight is the encoder's input embedding matrix."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, activation: str, eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = ACT2FN[activation]
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.activation(self.dense(hidden)))
+
+    def copy_from(self, masked_lm: PreTrainedModel) -> None:
+        """Take the transform and bias of a transformers masked-LM model (BERT-like or RoBERTa-like heads)."""
+        if hasattr(masked_lm, "cls"):
+            head = masked_lm.cls.predictions
+            dense, norm, bias = head.transform.dense, head.transform.LayerNorm, head.decoder.bias
+        elif hasattr(masked_lm, "lm_head"):
+            head = masked_lm.lm_head
+            dense, norm, bias = head.dense, head.layer_norm, head.decoder.bias
+        else:
+            raise MethodError(f"{type(masked_lm).__name__}: no BERT- or RoBERTa-style masked-LM head to read the [MASK] feature from")
+        with torch.no_grad():
+            self.dense.load_state_dict(dense.state_dict())
+            self.layer_norm.load_state_dict(norm.state_dict())
+            if bias is not None:
+                self.bias.copy_(bias)
+
+
+class PromptModel(PreTrainedModel):
+    """Masked-LM encoder + template + prompt tokens + [MASK] read-out (module docstring)."""
+
+    config_class = PromptModelConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: PromptModelConfig) -> None:
+        super().__init__(config)
+        if config.objective not in OBJECTIVES:
+            raise MethodError(f"objective must be one of {OBJECTIVES}, got {config.objective!r}")
+        backbone = config.backbone_config()
+        self.encoder = AutoModel.from_config(backbone)
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None  # unused: the read-out is at [MASK]
+        self.head = MaskedLMHead(
+            backbone.hidden_size, backbone.vocab_size, config.head_activation, getattr(backbone, "layer_norm_eps", 1e-12)
+        )
+        self.prompt_embeddings = nn.Parameter(torch.zeros(config.num_prompt_tokens * self._prompt_slots(), backbone.hidden_size))
+        hidden = backbone.hidden_size
+        self.register_buffer("anchor_features", torch.zeros(config.num_anchors, hidden))
+        self.register_buffer("anchor_labels", torch.zeros(config.num_anchors, dtype=torch.long))
+        self.register_buffer("anchor_keys", torch.zeros(config.num_anchors, dtype=torch.long))
+        self.post_init()
+
+    def _prompt_slots(self) -> int:
+        pieces = parse_template(self.config.template, self.config.num_prompt_tokens)
+        return sum(kind == "prompt" for kind, _ in pieces)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is self:
+            # transformers' init helpers skip tensors already loaded from a checkpoint.
+            init.normal_(self.prompt_embeddings, std=getattr(self.config.backbone_config(), "initializer_range", 0.02))
+        else:
+            super()._init_weights(module)
+
+    # -- building from a backbone ----------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(cls, backbone: PreTrainedModel, masked_lm: PreTrainedModel, seed: int = 0, **prompt: Any) -> PromptModel:
+        """Wrap a loaded encoder model (any head; its `base_model` is used) and take the masked-LM head of
+        `masked_lm` (same architecture). Prompt tokens start as the embeddings of random vocabulary tokens."""
+        bb = backbone.config
+        config = PromptModelConfig(
+            backbone=bb.to_dict(),
+            head_activation="gelu" if hasattr(masked_lm, "lm_head") else bb.hidden_act,
+            num_labels=bb.num_labels,
+            id2label=bb.id2label,
+            label2id=bb.label2id,
+            pad_token_id=bb.pad_token_id,
+            **prompt,
+        )
+        model = cls(config)
+        missing, unexpected = model.encoder.load_state_dict(backbone.base_model.state_dict(), strict=False)
+        if missing or any(not k.startswith("pooler.") for k in unexpected):
+            raise MethodError(f"backbone weights do not fit the encoder: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model.head.copy_from(masked_lm)
+        words = model.encoder.get_input_embeddings().weight
+        if len(model.prompt_embeddings):
+            generator = torch.Generator().manual_seed(seed)
+            rows = torch.randint(words.shape[0], (len(model.prompt_embeddings),), generator=generator)
+            with torch.no_grad():
+                model.prompt_embeddings.copy_(words[rows])
+        return model
+
+    def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Resolve the token ids the forward needs (special tokens, template literals, label words) from the
+        tokenizer the data is encoded with; they are stored in the config and saved with the model."""
+        specials = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id, "mask": tokenizer.mask_token_id,
+                    "pad": tokenizer.pad_token_id}
+        missing = [k for k, v in specials.items() if v is None]
+        if missing:
+            raise MethodError(f"prompt methods need a masked-LM tokenizer with {missing} tokens; {type(tokenizer).__name__} has none")
+        template_ids = compile_template(self.config.template, self.config.num_prompt_tokens, tokenizer)
+        if count_prompt_tokens(template_ids) != len(self.prompt_embeddings):
+            raise MethodError("template and prompt table disagree on the number of prompt tokens")
+        label_word_ids = None
+        if self.config.objective == "verbalizer":
+            words = self.config.label_words
+            if len(words) != self.config.num_labels:
+                raise MethodError(f"label_words has {len(words)} word(s) {words}, the task has {self.config.num_labels} labels")
+            label_word_ids = []
+            for word in words:
+                pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+                if len(pieces) != 1:
+                    raise MethodError(f"label word {word!r} is {len(pieces)} tokens for this tokenizer; use single-token words")
+                label_word_ids.append(pieces[0])
+        self.config.special_ids = specials
+        self.config.template_ids = template_ids
+        self.config.label_word_ids = label_word_ids
+
+    def _max_length(self) -> int:
+        backbone = self.config.backbone_config()
+        limit = backbone.max_position_embeddings
+        if backbone.model_type in ("roberta", "xlm-roberta", "camembert"):
+            limit -= backbone.pad_token_id + 1  # positions start after the padding index
+        return min(limit, self.config.max_length or limit)
+
+    # -- anchors ------------------------------------------------------------------------------------------------
+    def set_anchors(self, features: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor) -> None:
+        """Store training features as anchors (buffers: saved and reloaded with the model)."""
+        device = self.prompt_embeddings.device
+        self.anchor_features = F.normalize(features.float(), dim=-1).to(device)
+        self.anchor_labels = labels.long().to(device)
+        self.anchor_keys = keys.long().to(device)
+        self.config.num_anchors = len(features)
+
+    # -- forward ------------------------------------------------------------------------------------------------
+    def encode_mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, mlm: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The [MASK] feature (after the head transform, before normalisation), and with `mlm` the auxiliary
+        masked-LM loss on randomly masked text tokens of the same pass (BERT's 80/10/10 rule)."""
+        if self.config.template_ids is None:
+            raise MethodError("the prompt model has no token ids yet: call bind_tokenizer(tokenizer) first")
+        ids = self.config.special_ids
+        batch = apply_template(
+            input_ids, attention_mask, self.config.template_ids, cls_id=ids["cls"], sep_id=ids["sep"],
+            mask_id=ids["mask"], pad_id=ids["pad"], max_length=self._max_length(),
+        )
+        tokens = batch.input_ids
+        mlm_targets = None
+        if mlm:
+            chosen = batch.text_mask & (torch.rand(tokens.shape, device=tokens.device) < self.config.mlm_probability)
+            mlm_targets = tokens[chosen]
+            roll = torch.rand(tokens.shape, device=tokens.device)
+            random_ids = torch.randint_like(tokens, self.head.bias.numel())
+            tokens = torch.where(chosen & (roll < 0.8), ids["mask"], tokens)
+            tokens = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, tokens)
+        embeddings = self.encoder.get_input_embeddings()(tokens)
+        if len(self.prompt_embeddings):
+            is_prompt = (batch.prompt_index >= 0)[..., None]
+            prompts = self.prompt_embeddings[batch.prompt_index.clamp(min=0)].to(embeddings.dtype)
+            embeddings = torch.where(is_prompt, prompts, embeddings)
+        hidden = self.encoder(inputs_embeds=embeddings, attention_mask=batch.attention_mask).last_hidden_state
+        rows = torch.arange(len(tokens), device=tokens.device)
+        feature = self.head.transform(hidden[rows, batch.mask_positions])
+        mlm_loss = None
+        if mlm:
+            if mlm_targets.numel():
+                logits = self.vocab_scores(self.head.transform(hidden[chosen]))
+                mlm_loss = F.cross_entropy(logits.float(), mlm_targets)
+            else:
+                mlm_loss = hidden.sum() * 0.0
+        return feature, mlm_loss
+
+    def vocab_scores(self, transformed: torch.Tensor, token_ids: list[int] | None = None) -> torch.Tensor:
+        """Masked-LM logits of `transformed` rows over the vocabulary (or only over `token_ids`)."""
+        weight = self.encoder.get_input_embeddings().weight
+        bias = self.head.bias
+        if token_ids is not None:
+            weight, bias = weight[token_ids], bias[token_ids]
+        return transformed @ weight.T.to(transformed.dtype) + bias.to(transformed.dtype)
+
+    def class_scores(self, features: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """(batch, classes) from the stored anchors, by `config.prediction`."""
+        if self.config.num_anchors == 0:
+            raise MethodError("the model has no anchors: train it (anchors are taken at the end) or call set_anchors")
+        score = nearest_scores if self.config.prediction == "nearest" else centroid_scores
+        return score(features, keys, self.anchor_features, self.anchor_labels, self.anchor_keys, self.config.num_labels)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,  # accepted from the core collator; segments are rebuilt
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> PromptModelOutput:
+        cfg = self.config
+        mlm = self.training and cfg.mlm_weight > 0
+        feature, mlm_loss = self.encode_mask(input_ids, attention_mask, mlm=mlm)
+        loss = None
+        if cfg.objective == "contrastive":
+            features = F.normalize(feature.float(), dim=-1)
+            if labels is not None:
+                loss = pair_wise_cost_sensitive_loss(features, labels, cfg.margin, cfg.scale, cfg.cost_ratio)
+            # While training, scores are not needed (and anchors may not exist yet).
+            logits = None if self.training else self.class_scores(features, example_keys(input_ids, attention_mask))
+        else:
+            features = feature
+            logits = self.vocab_scores(feature, cfg.label_word_ids).float()
+            if labels is not None:
+                loss = F.cross_entropy(logits, labels)
+        if mlm_loss is not None and loss is not None:
+            loss = loss + cfg.mlm_weight * mlm_loss
+        return PromptModelOutput(loss=loss, logits=logits, features=features)
+
+
+AutoConfig.register(PromptModelConfig.model_type, PromptModelConfig, exist_ok=True)
+AutoModel.register(PromptModelConfig, PromptModel, exist_ok=True)
+AutoModelForSequenceClassification.register(PromptModelConfig, PromptModel, exist_ok=True)
+
+
+def _batches(model: PromptModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int, max_length: int):
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt")
+        yield enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
+
+
+@torch.no_grad()
+def compute_anchors(model: PromptModel, batches) -> None:  # noqa: ANN001 (an iterable of collated dict batches)
+    """Encode training batches (dicts with input_ids, attention_mask, labels) and store them as anchors."""
+    was_training = model.training
+    model.eval()
+    feats, labels, keys = [], [], []
+    for batch in batches:
+        ids = batch["input_ids"].to(model.device)
+        mask = batch.get("attention_mask")
+        mask = mask.to(model.device) if mask is not None else None
+        feature, _ = model.encode_mask(ids, mask)
+        feats.append(feature.float())
+        labels.append(batch["labels"].to(model.device))
+        keys.append(example_keys(ids, mask))
+    model.set_anchors(torch.cat(feats), torch.cat(labels), torch.cat(keys))
+    model.train(was_training)
+
+
+@torch.no_grad()
+def predict(
+    model: PromptModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int = 32, max_length: int = 128
+) -> list[str]:
+    """Label names for new texts (tokenized as the core does: truncation to `max_length`, special tokens)."""
+    model.eval()
+    out: list[str] = []
+    for ids, mask in _batches(model, tokenizer, texts, batch_size, max_length):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        out += [model.config.id2label[int(i)] for i in logits.argmax(-1)]
+    return out

@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification
+
+from plmkit.core.testing import tiny_dataset, tiny_model
+from plmkit.core.training import MethodError
+from plmkit.prompt_tuning import CPTuningMethod, PromptModel, PromptTuningMethod, compute_anchors, predict
+from plmkit.prompt_tuning.anchors import NO_SCORE, centroid_scores, example_keys, nearest_scores
+
+
+def _unit(degrees):
+    return torch.tensor([[math.cos(math.radians(d)), math.sin(math.radians(d))] for d in degrees])
+
+
+def test_nearest_and_centroid_disagree_where_they_should():
+    """Class 0 anchors at 0 and 170 degrees (mean direction ~85), class 1 at 60 and 70; a query at 20 degrees is
+    nearest to a class-0 anchor but to the class-1 centroid."""
+    anchors, labels, keys = _unit([0, 170, 60, 70]), torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 3, 4])
+    query, qkey = _unit([20]), torch.tensor([99])
+    nn_scores = nearest_scores(query, qkey, anchors, labels, keys, 2)
+    assert nn_scores.argmax(-1).item() == 0
+    torch.testing.assert_close(nn_scores, torch.tensor([[math.cos(math.radians(20)), math.cos(math.radians(40))]]))
+    assert centroid_scores(query, qkey, anchors, labels, keys, 2).argmax(-1).item() == 1
+
+
+def test_an_example_is_never_its_own_anchor():
+    anchors, labels, keys = _unit([0, 50, 40]), torch.tensor([0, 0, 1]), torch.tensor([7, 8, 9])
+    # The query is anchor 0 itself: with it excluded, its nearest anchor is 40 degrees (class 1), not itself.
+    query = _unit([0])
+    assert nearest_scores(query, torch.tensor([7]), anchors, labels, keys, 2).argmax(-1).item() == 1
+    assert nearest_scores(query, torch.tensor([5]), anchors, labels, keys, 2).argmax(-1).item() == 0
+    # The centroid leaves the example out of its class mean; a class with no other anchor scores NO_SCORE.
+    only = centroid_scores(_unit([40]), torch.tensor([9]), anchors, labels, keys, 2)
+    assert only[0, 1].item() == NO_SCORE
+    torch.testing.assert_close(only[0, 0], F.normalize(anchors[:2].sum(0), dim=0) @ _unit([40])[0])
+
+
+def _prompt_model(method=None, kind="bert", **overrides):
+    backbone, tok = tiny_model(kind, **overrides)
+    model = (method or CPTuningMethod()).prepare_model(backbone)
+    model.bind_tokenizer(tok)
+    return model, tok
+
+
+def _encoded(tok, split="train", n=16):
+    ds = tiny_dataset(n, n, 2)[split]
+    enc = tok(list(ds["text"]), padding=True, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(list(ds["label"]))}
+
+
+def test_evaluating_on_the_training_set_is_leave_one_out():
+    model, tok = _prompt_model(initializer_range=0.5)  # spread-out features (a fresh tiny model's are near-identical)
+    train = _encoded(tok)
+    compute_anchors(model, [train])
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=train["input_ids"], attention_mask=train["attention_mask"])
+    sims = out.features @ model.anchor_features.T
+    torch.testing.assert_close(sims.diagonal(), torch.ones(16), atol=1e-5, rtol=0)  # each example is an anchor
+    loo = sims.clone().fill_diagonal_(-2.0)
+    expected = model.anchor_labels[loo.argmax(-1)]
+    assert torch.equal(out.logits.argmax(-1), expected)
+    assert torch.equal(model.anchor_keys, example_keys(train["input_ids"], train["attention_mask"]))
+    assert sims.fill_diagonal_(0).max() < 0.999 and out.logits.max() < 0.999  # no example scored against itself
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_save_reload_gives_identical_predictions(tmp_path, kind):
+    model, tok = _prompt_model(CPTuningMethod(prediction="centroid"), kind)
+    compute_anchors(model, [_encoded(tok)])
+    test = _encoded(tok, "test")
+    model.eval()
+    with torch.no_grad():
+        before = model(input_ids=test["input_ids"], attention_mask=test["attention_mask"]).logits
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(reloaded, PromptModel) and reloaded.config.num_anchors == 16
+    with torch.no_grad():
+        after = reloaded(input_ids=test["input_ids"], attention_mask=test["attention_mask"]).logits
+    torch.testing.assert_close(before, after)
+    texts = list(tiny_dataset(16, 16, 2)["test"]["text"])
+    assert predict(model, tok, texts) == predict(reloaded, tok, texts)
+
+
+def test_training_step_has_pccl_and_mlm_terms():
+    model, tok = _prompt_model(CPTuningMethod(mlm_weight=0.5))
+    batch = _encoded(tok)
+    model.train()
+    out = model(**batch)
+    assert out.logits is None and out.loss > 0
+    out.loss.backward()
+    assert model.prompt_embeddings.grad.abs().sum() > 0
+    assert model.head.bias.grad.abs().sum() > 0  # only the MLM term reaches the vocabulary bias
+
+
+def test_verbalizer_objective_scores_label_words():
+    model, tok = _prompt_model(PromptTuningMethod(label_words="bad,good"))
+    batch = _encoded(tok)
+    out = model(**batch)
+    assert out.logits.shape == (16, 2)
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, batch["labels"]))
+    assert model.config.label_word_ids == tok.convert_tokens_to_ids(["bad", "good"])
+
+
+def test_unusable_models_and_words_are_explained():
+    model, tok = tiny_model("bert")
+    prompt = PromptTuningMethod(label_words="bad,zzzq").prepare_model(model)
+    with pytest.raises(MethodError, match="single-token words"):
+        prompt.bind_tokenizer(tok)
+    unbound = CPTuningMethod().prepare_model(tiny_model("bert")[0])
+    with pytest.raises(MethodError, match="bind_tokenizer"):
+        unbound(**_encoded(tok))
+    with pytest.raises(MethodError, match="no anchors"):
+        unbound.bind_tokenizer(tok)
+        unbound.eval()(**_encoded(tok))
+
+
+def test_example_keys_ignore_padding():
+    a = example_keys(torch.tensor([[2, 10, 11, 3, 0]]), torch.tensor([[1, 1, 1, 1, 0]]))
+    b = example_keys(torch.tensor([[2, 10, 11, 3]]))
+    c = example_keys(torch.tensor([[2, 10, 12, 3]]))
+    assert a.item() == b.item() != c.item()
