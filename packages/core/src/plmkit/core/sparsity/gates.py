@@ -128,7 +128,7 @@ class StructuralGates(nn.Module):
         # The context is [..., heads * head_dim] with each head's dims contiguous (both BERT and GPT-2).
         x, *rest = args
         gate = self.head_gates[layer].to(x.device, x.dtype).unsqueeze(-1)
-        return ((x.unflatten(-1, (gate.shape[0], -1)) * gate).flatten(-2), *rest)
+        return ((x.unflatten(-1, (gate.shape[-2], -1)) * gate).flatten(-2), *rest)
 
     def _gate_neurons(
         self, layer: int, module: nn.Module, args: tuple[torch.Tensor, ...]
