@@ -1,0 +1,130 @@
+"""Render packages/structured_pruning/README.md's results block and the plots from the benchmark json files
+(generated, never typed).
+
+    .venv/bin/python benchmarks/structured_pruning_render.py
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "packages" / "structured_pruning" / "README.md"
+BEGIN, END = "<!-- results:begin (benchmarks/structured_pruning_render.py) -->", "<!-- results:end -->"
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f} (n=1)"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def reproduction_tables() -> tuple[list[str], dict]:
+    runs = []
+    for path in sorted(RESULTS.glob("structured_pruning_reproduction_*.json")):
+        runs += json.loads(path.read_text())["runs"]
+    if not runs:
+        return ["(no reproduction results yet)"], {}
+    cells: dict = defaultdict(list)
+    cost: dict = defaultdict(list)
+    for r in runs:
+        cells[(r["task"], r["method"], r["sparsity"])].append(r["test_accuracy"])
+        if r["method"] != "dynamic_sparsification" or r["sparsity"] == 0.0:
+            cost[(r["task"], r["method"])].append(r["cpu_seconds"])
+    budget = runs[0]["budget"]
+    lines = [f"Budget: MiniLM, {budget['n_train']} training examples (seeded random sample), {budget['epochs']} "
+             f"epochs, batch {budget['batch']}, max_length {budget['max_length']}, bf16, {budget['threads']} "
+             f"thread; test accuracy (%) on {budget['n_test']} test examples; seeds as counted (n)."]
+    for task in sorted({r["task"] for r in runs}):
+        methods = sorted({m for t, m, _ in cells if t == task})
+        sparsities = sorted({s for t, _, s in cells if t == task})
+        lines += ["", f"**{task}**", "", "| method | " + " | ".join(f"{100 * s:.0f}%" for s in sparsities)
+                  + " | train CPU s |", "|---|" + "---|" * (len(sparsities) + 1)]
+        for m in methods:
+            row = [_mean_std(cells[(task, m, s)]) if (task, m, s) in cells else "" for s in sparsities]
+            seconds = cost.get((task, m))
+            lines.append(f"| {m} | " + " | ".join(row) + f" | {statistics.mean(seconds):.0f} |" if seconds
+                         else f"| {m} | " + " | ".join(row) + " | |")
+        single = [statistics.mean(cost[(task, m)]) for m in methods
+                  if m != "dynamic_sparsification" and (task, m) in cost]
+        if (task, "dynamic_sparsification") in cost and single:
+            ratio = statistics.mean(cost[(task, "dynamic_sparsification")]) / statistics.mean(single)
+            lines.append(f"\nDynamic Sparsification run / mean single-sparsity run, process CPU seconds "
+                         f"(training and its evaluation): **{ratio:.2f}x** (target <= 2.5x).")
+    return lines, cells
+
+
+def efficiency_table() -> tuple[list[str], dict | None]:
+    path = RESULTS / "structured_pruning_efficiency.json"
+    if not path.exists():
+        return ["(no efficiency results yet)"], None
+    data = json.loads(path.read_text())
+    lines = [f"{data['model']}, sequence {data['seq_len']}, {data['threads']} thread; {data['machine']}.", "",
+             "| sparsity | params (M) | MB on disk | size vs dense | embedding share | FLOP-implied speed-up | "
+             "batch 1 speed-up (CPU) | batch 32 speed-up (CPU) | batch 1 / implied | batch 32 / implied |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["minilm"]:
+        lines.append(
+            f"| {100 * r['sparsity']:.0f}% | {r['parameters'] / 1e6:.2f} | {r['bytes'] / 1e6:.1f} | "
+            f"{r['size_ratio']:.2f} | {100 * r['embedding_share']:.0f}% | {r['implied_speedup']:.2f}x | "
+            f"{r['batch1_speedup_cpu']:.2f}x | {r['batch32_speedup_cpu']:.2f}x | "
+            f"{r['batch1_speedup_vs_implied']:.2f} | {r['batch32_speedup_vs_implied']:.2f} |")
+    lines += ["", "XLM-R base (size only, parameters counted on the meta device, fp32 bytes):", "",
+              "| sparsity | params (M) | size vs dense | embedding share | FLOP-implied speed-up |", "|---|---|---|---|---|"]
+    for r in data["xlmr_base_size_only"]:
+        lines.append(f"| {100 * r['sparsity']:.0f}% | {r['parameters'] / 1e6:.1f} | {r['size_ratio']:.2f} | "
+                     f"{100 * r['embedding_share']:.0f}% | {r['implied_speedup']:.2f}x |")
+    return lines, data
+
+
+def plots(cells: dict, efficiency: dict | None) -> None:
+    if cells:
+        tasks = sorted({t for t, _, _ in cells})
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            for method in sorted({m for t, m, _ in cells if t == task}):
+                xs = sorted(s for t, m, s in cells if t == task and m == method)
+                ys = [100 * statistics.mean(cells[(task, method, s)]) for s in xs]
+                ax.plot([100 * x for x in xs], ys, marker="o", label=method)
+            ax.set(title=task, xlabel="sparsity (% of heads and FFN neurons)", ylabel="test accuracy (%)")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(RESULTS / "structured_pruning_accuracy.png", dpi=110)
+    if efficiency:
+        rows = efficiency["minilm"]
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for batch in (1, 32):
+            ax.plot([r["size_ratio"] for r in rows], [1 / r[f"batch{batch}_speedup_cpu"] for r in rows], marker="o",
+                    label=f"MiniLM, batch {batch}")
+        ax.plot([r["size_ratio"] for r in rows], [1 / r["implied_speedup"] for r in rows], "k--", label="FLOPs")
+        for r in rows:
+            ax.annotate(f"{100 * r['sparsity']:.0f}%", (r["size_ratio"], 1 / r["batch32_speedup_cpu"]), fontsize=7)
+        ax.set(xlabel="size vs dense (bytes on disk)", ylabel="latency vs dense (CPU time)", xlim=(0, 1.05),
+               ylim=(0, 1.05), title="fast is not small")
+        ax.plot([0, 1], [0, 1], ":", color="gray")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(RESULTS / "structured_pruning_latency_vs_size.png", dpi=110)
+
+
+def main() -> None:
+    repro, cells = reproduction_tables()
+    eff, efficiency = efficiency_table()
+    plots(cells, efficiency)
+    block = [BEGIN, "### Efficiency", "", *eff, "", "### Accuracy vs sparsity", "", *repro, END]
+    text = README.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    README.write_text(text[:start] + "\n".join(block) + text[end:])
+
+
+if __name__ == "__main__":
+    main()

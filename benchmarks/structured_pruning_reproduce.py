@@ -1,0 +1,129 @@
+"""Reproduction (reduced) of the structured-pruning study on MiniLM: the three algorithms at several sparsities,
+and Dynamic Sparsification trained once and evaluated at every sparsity, on rt-polarity and trec.
+
+    PLMKIT_NUM_THREADS=1 .venv/bin/python benchmarks/structured_pruning_reproduce.py [--seeds 13 21 42] ...
+
+Every run goes through the core's `train` (the same path as `plmkit train`). The training subset is a seeded
+random sample of the training split written to jsonl: the builtin splits keep the source files' order, which for
+rt-polarity is almost sorted by label, so `--max_train_samples` would train on one class. Results are appended
+to benchmarks/results/structured_pruning_reproduction_<task>.json after every run (a partial sweep is still usable);
+`structured_pruning_render.py` turns it into the README tables and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+from transformers import DataCollatorWithPadding
+
+from plmkit.core.config import parse_experiment
+from plmkit.core.data import encode, load_builtin
+from plmkit.core.run import load_task, train
+from plmkit.core.training import Trainer, make_compute_metrics
+from plmkit.structured_pruning import load_at
+
+ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "outputs" / "structured_pruning_bench"
+
+
+def write_subset(task: str, n_train: int, n_test: int) -> dict[str, str]:
+    """A fixed random subset (seed 0) of the task's train and test splits as jsonl files."""
+    data = load_builtin(task)
+    folder = WORK / "data" / task
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = data.splits[split]
+        idx = random.Random(0).sample(range(len(rows)), min(n, len(rows)))
+        path = folder / f"{split}.jsonl"
+        with path.open("w") as f:
+            for i in idx:
+                f.write(json.dumps({"text": rows[i]["text"], "label": int(rows[i]["label"])}) + "\n")
+        files[split] = str(path)
+    return files
+
+
+def base_flags(files: dict[str, str], seed: int, out: Path, epochs: float) -> list[str]:
+    return [
+        "--model_name_or_path", "minilm", "--train_file", files["train"], "--test_file", files["test"],
+        "--max_length", "64", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
+        "--learning_rate", "5e-5", "--num_train_epochs", str(epochs),
+        "--seed", str(seed), "--bf16", "true", "--output_dir", str(out), "--overwrite_output_dir", "true",
+        "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--logging_strategy", "no",
+    ]
+
+
+def run(flags: list[str]) -> tuple[dict[str, float], float]:
+    """Train one run; return its metrics and its process CPU seconds."""
+    start = time.process_time()
+    metrics = train(parse_experiment(flags))
+    return metrics, time.process_time() - start
+
+
+def evaluate_gated(run_dir: Path, sparsity: float) -> float:
+    """Test accuracy of a Dynamic Sparsification run gated at ``sparsity``."""
+    model, tokenizer, _ = load_at(run_dir, sparsity)
+    cfg = parse_experiment([str(run_dir / "plmkit_config.yaml"), "--output_dir", str(run_dir), "--report_to", "none"])
+    task = load_task(cfg)
+    encoded = encode(task, tokenizer, cfg.model.max_length)
+    trainer = Trainer(model, cfg.training, data_collator=DataCollatorWithPadding(tokenizer),
+                      compute_metrics=make_compute_metrics(task.metrics))
+    return trainer.evaluate(encoded["test"], metric_key_prefix="test")["test_accuracy"]
+
+
+def record(entry: dict) -> None:
+    """Append to the task's own file (one process per task can run side by side)."""
+    path = RESULTS / f"structured_pruning_reproduction_{entry['task']}.json"
+    results = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    results["runs"].append(entry)
+    path.write_text(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", nargs="+", default=["rt-polarity", "trec"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[13])
+    parser.add_argument("--algorithms", nargs="+", default=["first_order", "movement", "l0"])
+    parser.add_argument("--sparsities", nargs="+", type=float, default=[0.3, 0.5, 0.7, 0.9])
+    parser.add_argument("--ds_sparsities", nargs="+", type=float, default=[0.0, 0.3, 0.5, 0.7, 0.9])
+    parser.add_argument("--n_train", type=int, default=1000)
+    parser.add_argument("--n_test", type=int, default=500)
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--skip_ds", action="store_true")
+    args = parser.parse_args()
+    budget = {"n_train": args.n_train, "n_test": args.n_test, "epochs": args.epochs, "max_length": 64,
+              "batch": 32, "bf16": True, "threads": 1}
+    for seed in args.seeds:
+        for task in args.tasks:
+            files = write_subset(task, args.n_train, args.n_test)
+            out = WORK / f"run-{task}"
+            for algorithm in args.algorithms:
+                for sparsity in args.sparsities:
+                    flags = base_flags(files, seed, out, args.epochs) + [
+                        "--method", "structured_pruning", "--method.algorithm", algorithm,
+                        "--method.sparsity", str(sparsity)]
+                    metrics, cpu = run(flags)
+                    record({"task": task, "seed": seed, "method": algorithm, "sparsity": sparsity,
+                            "test_accuracy": metrics["test_accuracy"], "train_runtime": metrics["train_runtime"],
+                            "cpu_seconds": cpu, "budget": budget})
+                    print(f"[bench] {task} seed {seed} {algorithm} {sparsity}: {metrics['test_accuracy']:.4f}",
+                          flush=True)
+            if args.skip_ds:
+                continue
+            flags = base_flags(files, seed, out, args.epochs) + ["--method", "dynamic_sparsification"]
+            metrics, cpu = run(flags)
+            for sparsity in args.ds_sparsities:
+                accuracy = evaluate_gated(out, sparsity)
+                record({"task": task, "seed": seed, "method": "dynamic_sparsification", "sparsity": sparsity,
+                        "test_accuracy": accuracy, "train_runtime": metrics["train_runtime"],
+                        "cpu_seconds": cpu, "budget": budget})
+                print(f"[bench] {task} seed {seed} DS {sparsity}: {accuracy:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

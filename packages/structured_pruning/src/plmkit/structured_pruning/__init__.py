@@ -1,0 +1,41 @@
+"""Structured pruning of (multilingual) PLMs and Dynamic Sparsification (Li et al., ACL 2022), reconstructed.
+
+    plmkit train --data rt-polarity --method structured_pruning --method.algorithm first_order --method.sparsity 0.5
+    plmkit train --data rt-polarity --method dynamic_sparsification
+"""
+
+from plmkit.structured_pruning.config import DynamicSparsificationConfig, StructuredPruningConfig
+from plmkit.structured_pruning.dynamic import distillation_loss, sample_sparsities
+from plmkit.structured_pruning.efficiency import flops_per_sequence, interleaved_latency, size_report
+from plmkit.structured_pruning.gating import ExampleGates, UnitGates, hard_concrete, keep_masks
+from plmkit.structured_pruning.method import (
+    DynamicSparsificationMethod,
+    StructuredPruningMethod,
+    compact_with,
+)
+from plmkit.structured_pruning.ranking import importance_batches, unit_importance
+from plmkit.structured_pruning.runs import export_at, load_at
+from plmkit.structured_pruning.toy import TOY_LANGUAGES, multilingual_toy_dataset
+
+__all__ = [
+    "TOY_LANGUAGES",
+    "DynamicSparsificationConfig",
+    "DynamicSparsificationMethod",
+    "ExampleGates",
+    "StructuredPruningConfig",
+    "StructuredPruningMethod",
+    "UnitGates",
+    "compact_with",
+    "distillation_loss",
+    "export_at",
+    "flops_per_sequence",
+    "hard_concrete",
+    "importance_batches",
+    "interleaved_latency",
+    "keep_masks",
+    "load_at",
+    "multilingual_toy_dataset",
+    "sample_sparsities",
+    "size_report",
+    "unit_importance",
+]
