@@ -1,0 +1,65 @@
+"""Render the PST README's results section from benchmarks/results/pst_*.json (never typed by hand).
+
+    python benchmarks/pst_render_table.py   # rewrites the block between the pst-results markers
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "packages" / "pst" / "README.md"
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- pst-results:start -->", "<!-- pst-results:end -->"
+
+
+def reproduction_table(data: dict) -> list[str]:
+    lines = [
+        "| method | sparsity | seeds | test accuracy (mean +- std) | trainable / model | trainable / MvP's |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(data["summary"], key=lambda r: (r["sparsity"] or 0, r["method"])):
+        sparsity = "-" if r["sparsity"] is None else f"{r['sparsity']:.0%}"
+        lines.append(
+            f"| {r['method']} | {sparsity} | {r['n_seeds']} | {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} "
+            f"| {100 * r['trainable_share_of_model']:.2f}% | {100 * r['trainable_share_of_movement_pruning']:.2f}% |"
+        )
+    return lines
+
+
+def perf_table(perf: dict) -> list[str]:
+    return [
+        "| measure | PST / dense | target |",
+        "|---|---|---|",
+        f"| training step, process CPU time (median) | {perf['step_cpu_ratio_pst_over_dense']:.3f}x | <= 1.25x |",
+        f"| training step, wall time (median) | {perf['step_wall_ratio_pst_over_dense']:.3f}x | (noisy) |",
+        f"| optimizer state bytes | {100 * perf['optimizer_state_ratio_pst_over_dense']:.2f}% | <= 3% |",
+        f"| peak RSS growth over 3 steps | {perf['peak_rss_delta_ratio_pst_over_dense']:.3f}x | <= 1x |",
+        f"| peak RSS of the process | {perf['peak_rss_ratio_pst_over_dense']:.3f}x | <= 1x |",
+    ]
+
+
+def render() -> str:
+    lines: list[str] = []
+    repro = RESULTS / "pst_reproduction.json"
+    if repro.exists() and "summary" in json.loads(repro.read_text()):
+        data = json.loads(repro.read_text())
+        lines += [f"Setup: {' '.join(data['setup'].split())}", "", *reproduction_table(data), "",
+                  "![accuracy vs sparsity](../../benchmarks/results/pst_reproduction.png)", ""]
+    perf = RESULTS / "pst_perf.json"
+    if perf.exists():
+        p = json.loads(perf.read_text())
+        lines += [f"Performance ({p['setup']}):", "", *perf_table(p), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    text = README.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    README.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""`PSTMethod`: PST wired into the core Trainer's hooks.
+
+    plmkit train packages/pst/configs/rt_polarity.yaml --method.sparsity 0.9
+
+prepare_model  swaps the target linears for PSTLinear and freezes everything else (the head too, unless
+               ``train_head``), so the optimizer only ever sees U, V, A, B, R, C (spec pst.md 1.1, training loop)
+callbacks      the core's cubic schedule after every optimizer step, and the trainable-parameter report
+export         merges M * (W0 + beta U V) into plain weights (the core's ``export_dense``)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import sys
+from typing import Any
+
+from torch import nn
+from transformers import TrainerCallback
+from transformers.pytorch_utils import Conv1D
+
+from plmkit.core.sparsity import (
+    DEFAULT_TARGETS,
+    SparsityScheduleCallback,
+    cubic_sparsity,
+    export_dense,
+    is_linear,
+    set_sparsity,
+)
+from plmkit.core.training import Method, MethodError
+from plmkit.pst.config import PSTConfig
+from plmkit.pst.layers import PSTLinear, pst_layers
+from plmkit.pst.params import format_parameter_counts, pst_parameter_counts
+
+__all__ = ["PSTMethod", "PST_TARGETS", "ParameterReportCallback", "head_parameter_names"]
+
+# The core's block patterns (BERT/RoBERTa/XLM-R encoder layers, GPT-2 blocks) plus Llama-style decoders
+# (`model.layers.*` in *ForCausalLM, `layers.*` in a bare model).
+PST_TARGETS: tuple[str, ...] = (*DEFAULT_TARGETS, "layers.*", "model.layers.*")
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """Parameters of the task head: everything outside the base model, plus a pooler (BERT's sits inside it)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix or getattr(model, prefix, None) is None:
+        return []  # a bare encoder/decoder has no head
+    return [n for n, _ in model.named_parameters() if not n.startswith(prefix + ".") or ".pooler." in n]
+
+
+class PSTMethod(Method):
+    name = "pst"
+    config_class = PSTConfig
+    config: PSTConfig
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        c = self.config
+        patterns = c.target_patterns() or PST_TARGETS
+        chosen = [
+            (name, module) for name, module in model.named_modules()
+            if is_linear(module) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        ]
+        if not chosen:
+            raise MethodError(f"no linear layers of {type(model).__name__} match the PST targets {list(patterns)}")
+        for name, module in chosen:
+            fused_qkv = c.split_fused_qkv and isinstance(module, Conv1D) and name.endswith("attn.c_attn")
+            layer = PSTLinear.from_linear(
+                module, rank_uv=c.rank_uv, rank_score=c.rank_score, alpha1=c.alpha1, alpha2=c.alpha2, beta=c.beta,
+                blocks=3 if fused_qkv else 1,
+            )
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+        set_sparsity(model, c.initial_sparsity)
+        self._freeze(model)
+        return model
+
+    def _freeze(self, model: nn.Module) -> None:
+        """Only U, V, A, B, R, C train (and the head with ``train_head``)."""
+        model.requires_grad_(False)
+        for _, layer in pst_layers(model):
+            for p in (layer.U, layer.V, layer.A, layer.B, layer.R, layer.C):
+                p.requires_grad_(True)
+        if self.config.train_head:
+            head = set(head_parameter_names(model))
+            for name, p in model.named_parameters():
+                if name in head:
+                    p.requires_grad_(True)
+
+    def callbacks(self) -> list[TrainerCallback]:
+        c = self.config
+        schedule = functools.partial(
+            cubic_sparsity,
+            final_sparsity=c.sparsity,
+            initial_sparsity=c.initial_sparsity,
+            initial_warmup=c.initial_warmup,
+            final_warmup=c.final_warmup,
+        )
+        return [SparsityScheduleCallback(schedule), ParameterReportCallback()]
+
+    def export(self, model: nn.Module) -> nn.Module:
+        """Plain nn.Linear/Conv1D layers holding M * (W0 + beta U V); the PST tensors are dropped."""
+        export_dense(model)
+        return model.requires_grad_(True)
+
+
+class ParameterReportCallback(TrainerCallback):
+    """Prints the trainable-parameter report when training starts and adds it to the final train metrics.
+
+    transformers passes the dict it returns as ``TrainOutput.metrics`` (which the core writes to metrics.json)
+    to ``on_log``, so the figures are added there.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, Any] = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        self.counts = pst_parameter_counts(model)
+        if state.is_world_process_zero:
+            print(f"[plmkit.pst] {format_parameter_counts(self.counts)}", file=sys.stderr, flush=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if logs is not None and "train_runtime" in logs:
+            logs.update({f"pst_{k}": v for k, v in self.counts.items()})
