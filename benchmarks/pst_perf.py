@@ -5,8 +5,8 @@ one torch thread). PST runs at 90% sparsity with the reference's settings (r1 = 
 - time: the variants are interleaved, each repeated; the ratio of median process CPU seconds per step (and of
   wall seconds, noisier on this shared machine);
 - optimizer state: bytes of every tensor in ``optimizer.state`` after one step;
-- peak memory: each variant in a fresh process, peak resident set size (``resource.getrusage`` ru_maxrss)
-  over three steps minus the RSS just before the first step (model loaded, optimizer built).
+- peak memory: each variant in a fresh process, the peak resident set size sampled every millisecond during
+  three steps, minus the RSS just before the first step (model loaded, optimizer built).
 
     python benchmarks/pst_perf.py   ->  benchmarks/results/pst_perf.json
 """
@@ -18,6 +18,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,10 +63,21 @@ def memory_child(variant: str) -> None:
     torch.set_num_threads(1)
     model, optimizer, batch = build(variant)
     before = rss_kib()
+    # ru_maxrss would include the model-loading peak; sample the RSS while the steps run instead.
+    peak, done = [before], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     for _ in range(3):
         step(model, optimizer, batch)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rss_before_kib": before, "peak_rss_kib": peak, "peak_delta_kib": peak - before}))
+    done.set()
+    sampler.join()
+    print(json.dumps({"rss_before_kib": before, "peak_rss_kib": peak[0], "peak_delta_kib": peak[0] - before}))
 
 
 def main() -> None:

@@ -68,3 +68,9 @@ def test_unknown_alias_fails_offline_with_the_alias_list():
 def test_unknown_task_is_rejected():
     with pytest.raises(ValueError, match="unknown task"):
         load_model("tiny-bert", task="translation")
+
+
+@pytest.mark.parametrize("kind, key", [("bert", "max_position_embeddings"), ("gpt2", "n_positions")])
+def test_tiny_model_defaults_can_be_overridden(kind, key):
+    model, _ = tiny_model(kind, **{key: 64})
+    assert getattr(model.config, key) == 64

@@ -124,20 +124,20 @@ _TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, interme
 
 
 def _tiny_bert(vocab_size: int, **kw: Any) -> PretrainedConfig:
-    return BertConfig(vocab_size=vocab_size, max_position_embeddings=128, **{**_TINY, **kw})
+    return BertConfig(vocab_size=vocab_size, **{**_TINY, "max_position_embeddings": 128, **kw})
 
 
 def _tiny_roberta(vocab_size: int, **kw: Any) -> PretrainedConfig:
-    return RobertaConfig(vocab_size=vocab_size, max_position_embeddings=130, pad_token_id=1, **{**_TINY, **kw})
+    return RobertaConfig(vocab_size=vocab_size, **{**_TINY, "max_position_embeddings": 130, "pad_token_id": 1, **kw})
 
 
 def _tiny_xlmr(vocab_size: int, **kw: Any) -> PretrainedConfig:
-    return XLMRobertaConfig(vocab_size=vocab_size, max_position_embeddings=130, pad_token_id=1, **{**_TINY, **kw})
+    return XLMRobertaConfig(vocab_size=vocab_size, **{**_TINY, "max_position_embeddings": 130, "pad_token_id": 1, **kw})
 
 
 def _tiny_gpt2(vocab_size: int, **kw: Any) -> PretrainedConfig:
-    base = dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=128)
-    return GPT2Config(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=0, **{**base, **kw})
+    base = dict(n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=128, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return GPT2Config(vocab_size=vocab_size, **{**base, **kw})
 
 
 ALIASES: dict[str, ModelAlias] = {
