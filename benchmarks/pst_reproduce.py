@@ -1,7 +1,7 @@
 """Reproduction: PST vs magnitude (MaP) and movement (MvP) pruning vs dense fine-tuning, MiniLM on rt-polarity.
 
 Budget (2 shared CPU cores): a random 1,024-sentence training subset (seeded shuffle of the builtin
-train split, which is stored in source order with the positives first), 2 epochs (64 steps), batch 32, max_length 64, bf16,
+train split; plmkit-core before its v2 data cache stored it positives first), 2 epochs (64 steps), batch 32, max_length 64, bf16,
 one torch thread per run (two runs at a time), evaluated on the whole builtin test split (1,057 sentences). Every method uses the
 same cubic schedule (t_i = 0.1, t_f = 0.3 of the steps). Writes benchmarks/results/pst_reproduction.json and a
 plot; `benchmarks/pst_render_table.py` renders the README table from the json.

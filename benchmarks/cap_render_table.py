@@ -1,0 +1,72 @@
+"""Render the CAP README's results section from benchmarks/results/cap_*.json (never typed by hand).
+
+    python benchmarks/cap_render_table.py   # rewrites the block between the cap-results markers
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "packages" / "cap" / "README.md"
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- cap-results:start -->", "<!-- cap-results:end -->"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def reproduction_table(data: dict) -> list[str]:
+    teachers = list(data.get("teachers", {}).values())
+    lines = [f"Teacher (dense fine-tuning) test accuracy: {', '.join(f'{100 * t:.2f}' for t in teachers)}.", "",
+             "| family | target | method | seeds | test accuracy (mean +- std) | measured sparsity | CPU speed-up (compacted) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["summary"]:
+        if r["family"] == "unstructured":
+            measured = _pct(r.get("measured_sparsity"))
+        else:
+            measured = f"heads {_pct(r.get('pruned_heads'))}, neurons {_pct(r.get('pruned_neurons'))}"
+        speedup = f"{r['cpu_speedup']:.2f}x" if "cpu_speedup" in r else "-"
+        target = "lambda 190" if r["method"] == "CAP-soft" else _pct(r["target"])
+        lines.append(f"| {r['family']} | {target} | {r['method']} | {r['n_seeds']} | "
+                     f"{100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} | {measured} | {speedup} |")
+    return lines
+
+
+def perf_table(perf: dict) -> list[str]:
+    return [
+        f"Setup: {perf['setup']}.", "",
+        "| measure | ratio | target |",
+        "|---|---|---|",
+        f"| CAP-m step / movement-pruning + KD step, process CPU time (median) | "
+        f"{perf['step_cpu_ratio_cap_m_over_movement_kd']:.3f}x | <= {perf['targets']['step_ratio']}x |",
+        f"| same, wall time (median, noisy) | {perf['step_wall_ratio_cap_m_over_movement_kd']:.3f}x | - |",
+        f"| bank bytes per stored representation / fp32 | {perf['bank_ratio_vs_fp32']:.3f}x | "
+        f"<= {perf['targets']['bank_ratio']}x |",
+    ]
+
+
+def render() -> str:
+    lines: list[str] = []
+    repro = RESULTS / "cap_reproduction.json"
+    if repro.exists() and json.loads(repro.read_text()).get("summary"):
+        data = json.loads(repro.read_text())
+        lines += [f"Setup: {data['setup']}", "", *reproduction_table(data), "",
+                  "![accuracy vs sparsity](../../benchmarks/results/cap_reproduction.png)", ""]
+    perf = RESULTS / "cap_perf.json"
+    if perf.exists():
+        lines += ["Performance:", "", *perf_table(json.loads(perf.read_text())), ""]
+    return "\n".join(lines) or "No results yet: run benchmarks/cap_reproduce.py and benchmarks/cap_perf.py."
+
+
+def main() -> None:
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""CAP-m, CAP-soft and CAP-f end to end through ``plmkit train``, reloading with ``load_run``, and export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from plmkit.core.cli import main
+from plmkit.core.run import evaluate_run, load_run
+from plmkit.core.sparsity import MaskedLinear, load_compacted, masked_layers
+from plmkit.core.training import MethodError, build_method
+
+COMMON = ["--model_name_or_path", "tiny-bert", "--num_train_epochs", "4", "--per_device_train_batch_size", "16",
+          "--learning_rate", "1e-3", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
+          "--num_threads", "1", "--warmup_steps", "1"]
+
+
+def _train(files, out, *flags):
+    argv = ["train", "--train_file", str(files["train"]), "--validation_file", str(files["validation"]),
+            "--test_file", str(files["test"]), "--output_dir", str(out), *COMMON, *flags]
+    assert main(argv) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def teacher(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    _train(files, out, "--method", "finetune")
+    return out
+
+
+def _ids():
+    return torch.randint(5, 100, (3, 9), generator=torch.Generator().manual_seed(1))
+
+
+def _check_reload(run, metrics):
+    again = evaluate_run(run, "test")
+    assert again["test_loss"] == pytest.approx(metrics["test_loss"], abs=1e-6)
+
+
+def test_cap_m_trains_reloads_and_exports_dense(files, teacher, tmp_path):
+    run = tmp_path / "cap-m"
+    metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-m", "--method.sparsity", "0.5",
+                     "--method.teacher", str(teacher), "--method.initial_warmup", "1", "--method.final_warmup", "1")
+    banks = json.loads((run / "cap_banks.json").read_text())
+    assert banks["snapshots"]["representations"] == 3 and banks["pretrained"]["ratio_vs_fp32"] == 0.5
+    model, _, _, _ = load_run(run)
+    assert all(layer.sparsity == pytest.approx(0.5, abs=1e-3) for _, layer in masked_layers(model))
+    _check_reload(run, metrics)
+    assert main(["export", str(run), "--output_dir", str(tmp_path / "dense")]) == 0
+    dense = AutoModelForSequenceClassification.from_pretrained(tmp_path / "dense").eval()
+    weight = dense.bert.encoder.layer[0].attention.self.query.weight
+    assert (weight == 0).float().mean().item() == pytest.approx(0.5, abs=1e-3)
+    with torch.no_grad():
+        torch.testing.assert_close(dense(input_ids=_ids()).logits, model(input_ids=_ids()).logits, atol=1e-5, rtol=0)
+
+
+def test_cap_soft_with_teacher_trained_first(files, tmp_path):
+    run = tmp_path / "cap-soft"
+    metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-soft", "--method.teacher_epochs", "1",
+                     "--method.final_lambda", "50", "--method.initial_warmup", "1", "--method.final_warmup", "1")
+    assert (run / "teacher" / "config.json").exists()
+    model, _, method, _ = load_run(run)
+    layers = [layer for _, layer in masked_layers(model)]
+    assert all(isinstance(m, MaskedLinear) and m.mode == "threshold" and m.threshold == pytest.approx(0.1)
+               for m in layers)
+    _check_reload(run, metrics)
+    assert main(["export", str(run), "--output_dir", str(tmp_path / "dense")]) == 0
+    dense = AutoModelForSequenceClassification.from_pretrained(tmp_path / "dense").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dense(input_ids=_ids()).logits, model(input_ids=_ids()).logits, atol=1e-5, rtol=0)
+
+
+def test_cap_f_prunes_iteratively_and_compacts(files, teacher, tmp_path):
+    run = tmp_path / "cap-f"
+    metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-f", "--method.sparsity", "0.5",
+                     "--method.teacher", str(teacher), "--method.bank_storage", "disk",
+                     "--method.bank_dir", str(tmp_path / "banks"))
+    banks = json.loads((run / "cap_banks.json").read_text())
+    assert banks["snapshots"]["representations"] == 4 and "disk" in banks["snapshots"]["storage"]
+    model, _, method, _ = load_run(run)
+    masks = method.engine.masks
+    assert masks.head_mask.sum() == 4 and masks.neuron_mask.sum() == 64
+    assert (masks.head_mask.sum(dim=1) >= 1).all()
+    _check_reload(run, metrics)
+    with torch.no_grad():
+        gated = model(input_ids=_ids()).logits
+    assert main(["export", str(run), "--output_dir", str(tmp_path / "compact")]) == 0
+    compact = load_compacted(AutoModelForSequenceClassification, tmp_path / "compact")
+    assert sum(compact.config.plmkit_compaction["intermediate_sizes"]) == 64
+    with torch.no_grad():
+        torch.testing.assert_close(compact(input_ids=_ids()).logits, gated, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"engine": "cap-x"}, "engine must be one of"),
+        ({"sparsity": 1.0}, "sparsity must be in"),
+        ({"supervised_banks": "pretrained,teacher"}, "unknown bank"),
+        ({"representation": "max"}, "representation must be"),
+        ({"bank_dtype": "int8"}, "bank_dtype must be"),
+        ({"final_threshold": 0.05, "initial_threshold": 0.1}, "thresholds must satisfy"),
+        ({"contrastive_temperature": 0.0}, "contrastive_temperature must be > 0"),
+        ({"sparsity_target": 0.5}, "has no option"),
+    ],
+)
+def test_bad_options_raise_clear_method_errors(options, message):
+    with pytest.raises(MethodError, match=message):
+        build_method("cap", options)
+
+
+def _fails(files, out, capsys, *flags):
+    argv = ["train", "--train_file", str(files["train"]), "--output_dir", str(out), *COMMON, *flags]
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_missing_teacher_folder_is_a_clear_error(files, tmp_path, capsys):
+    err = _fails(files, tmp_path / "bad", capsys, "--method", "cap", "--method.teacher", str(tmp_path / "nowhere"))
+    assert "not a folder holding a fine-tuned model" in err
+
+
+def test_warmups_longer_than_training_are_refused(files, tmp_path, capsys):
+    err = _fails(files, tmp_path / "bad", capsys, "--method", "cap", "--method.teacher_epochs", "1",
+                 "--method.warmup_unit_steps", "10")
+    assert "leave no step" in err
