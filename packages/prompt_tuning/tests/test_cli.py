@@ -88,7 +88,7 @@ def test_minilm_rt_polarity_smoke(tmp_path):
     assert model.config.num_anchors == 32
 
 
-@pytest.mark.parametrize("name", ["cp_tuning_rt_polarity", "cp_tuning_trec", "prompt_tuning_rt_polarity"])
+@pytest.mark.parametrize("name", ["cp_tuning_rt_polarity", "cp_tuning_trec", "prompt_tuning_rt_polarity", "upt_rt_polarity"])
 def test_shipped_configs_parse(name):
     from pathlib import Path
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from plmkit.core.training import MethodConfig, MethodError
+from plmkit.prompt_tuning.pov import pov_template
 from plmkit.prompt_tuning.templates import parse_template
 
-__all__ = ["CPTuningConfig", "PREDICTIONS", "PromptConfig", "PromptTuningConfig"]
+__all__ = ["CPTuningConfig", "PREDICTIONS", "PromptConfig", "PromptTuningConfig", "SELF_ENSEMBLE_PROMPTS", "UPTConfig"]
 
 PREDICTIONS = ("nearest", "centroid")
 
@@ -100,3 +101,86 @@ class PromptTuningConfig(PromptConfig):
 
     def words(self) -> list[str]:
         return [w.strip() for w in self.label_words.split(",") if w.strip()]
+
+
+# UPT-SE (Wang et al., 2022, Sec. 4.4): the paper's Table 5 prompts are not public; these five hand-written
+# (prompt, options expression) pairs stand in for them. Variant j uses alternative j of each label word.
+SELF_ENSEMBLE_PROMPTS: tuple[tuple[str, str], ...] = (
+    ("It is {mask} .", "Is it {options} ?"),
+    ("It was {mask} .", "Was it {options} ?"),
+    ("The answer is {mask} .", "{options} ?"),
+    ("In short , {mask} .", "Which one : {options} ?"),
+    ("All in all , it is {mask} .", "Options : {options} ."),
+)
+
+
+@dataclass
+class UPTConfig(MethodConfig):
+    """UPT (unified prompt tuning): Prompt-Options-Verbalizer inputs, cross-entropy over the whole vocabulary at
+    [MASK], prediction restricted to the label words. Stage 1 (multi-task training on dissimilar sources with
+    Eq. 3 task-balanced sampling plus lambda * KSMLM) runs through `plmkit-upt stage1`; stage 2 (K-shot tuning on
+    the target) through `plmkit train --method upt`, starting from stage 1's folder."""
+
+    label_words: str = field(
+        default="",
+        metadata={"help": "comma-separated label words of the target, in label order; 'a|b' gives UPT-SE variants "
+                          "alternatives (variant j takes alternative j mod count). Multi-token words are scored by "
+                          "their first sub-token"},
+    )
+    prompt: str = field(default="It is {mask} .", metadata={"help": "the prompt P, with exactly one {mask}"})
+    options: str = field(default="Is it {options} ?", metadata={"help": "the options expression O; {options} lists every label word"})
+    pair: bool = field(default=False, metadata={"help": "sentence-pair inputs: the text part is '{text_a} {text_b}'"})
+    self_ensemble: int = field(
+        default=0,
+        metadata={"help": "UPT-SE: number of built-in prompt/options variants (2-5; 0 = plain UPT with --method.prompt)"},
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "longest POV input; the text is cut, never the options or the prompt"}
+    )
+    sources: str = field(
+        default="", metadata={"help": "stage 1 only: comma-separated source tasks (see plmkit.prompt_tuning.sources.SOURCES)"}
+    )
+    gamma: float = field(default=0.001, metadata={"help": "stage 1: gamma of the task-balanced weights (Eq. 3)"})
+    ksmlm_weight: float = field(default=0.1, metadata={"help": "stage 1: lambda, the weight of the KSMLM loss"})
+    ksmlm_share: float = field(
+        default=0.25, metadata={"help": "stage 1: share of every batch given to KSMLM examples (0 = UPT without KSMLM)"}
+    )
+    okr: str = field(default="", metadata={"help": "stage 1: the options knowledge repository json (plmkit-upt build-okr)"})
+
+    def validate(self) -> None:
+        if self.self_ensemble and not 2 <= self.self_ensemble <= len(SELF_ENSEMBLE_PROMPTS):
+            raise MethodError(f"self_ensemble must be 0 or in [2, {len(SELF_ENSEMBLE_PROMPTS)}], got {self.self_ensemble}")
+        if self.max_length is not None and self.max_length < 8:
+            raise MethodError(f"max_length must be >= 8 (or unset), got {self.max_length}")
+        if self.gamma <= 0:
+            raise MethodError(f"gamma must be > 0, got {self.gamma}")
+        if self.ksmlm_weight < 0:
+            raise MethodError(f"ksmlm_weight must be >= 0, got {self.ksmlm_weight}")
+        if not 0 <= self.ksmlm_share < 1:
+            raise MethodError(f"ksmlm_share must be in [0, 1), got {self.ksmlm_share}")
+        if self.ksmlm_share > 0 and self.sources and not self.okr:
+            raise MethodError("KSMLM (ksmlm_share > 0) needs --method.okr, a repository from `plmkit-upt build-okr`; "
+                              "or pass --method.ksmlm_share 0 for UPT without KSMLM")
+        if not self.sources:
+            if len(self.words()) < 2:
+                raise MethodError("upt needs --method.label_words: one word per label, comma-separated (e.g. 'terrible,great')")
+            for template, words in zip(*self.pov(), strict=True):
+                parse_template(template, 0)
+                if len(set(words)) != len(words):
+                    raise MethodError(f"label words {words} repeat a word")
+        else:
+            pov_template(["a", "b"], self.prompt, self.options)
+
+    def words(self) -> list[list[str]]:
+        """Each label's alternatives: 'terrible|bad,great|good' -> [['terrible', 'bad'], ['great', 'good']]."""
+        return [[a.strip() for a in w.split("|") if a.strip()] for w in self.label_words.split(",") if w.strip()]
+
+    def pov(self) -> tuple[list[str], list[list[str]]]:
+        """The POV templates and their label words: one (plain UPT) or `self_ensemble` variants (UPT-SE)."""
+        variants = SELF_ENSEMBLE_PROMPTS[: self.self_ensemble] if self.self_ensemble else ((self.prompt, self.options),)
+        templates, label_words = [], []
+        for j, (prompt, expression) in enumerate(variants):
+            words = [alts[j % len(alts)] for alts in self.words()]
+            templates.append(pov_template(words, prompt, expression, self.pair))
+            label_words.append(words)
+        return templates, label_words

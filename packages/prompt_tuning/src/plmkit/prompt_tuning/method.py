@@ -3,7 +3,8 @@
 - `prepare_model`: the core builds a sequence-classification model; it is replaced by a `PromptModel` holding the
   same encoder weights plus the masked-LM head transform of the same checkpoint (a fresh one where the checkpoint
   has none, e.g. `minilm` or the tiny test models). A reloaded run is already a `PromptModel` and passes through.
-- `train_sampler`: class-balanced batches (CP-Tuning), so every batch has positive and negative pairs.
+- `train_sampler`: class-balanced batches (CP-Tuning), so every batch has positive and negative pairs; UPT's
+  stage 1 draws task-balanced batches (Eq. 3) with a share of KSMLM examples.
 - `callbacks`: `PromptCallback` binds the tokenizer's token ids when the Trainer is built, and refreshes the
   training anchors before every evaluation and at the end of training, so the saved model carries them.
 """
@@ -18,12 +19,13 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import AutoModelForMaskedLM, PreTrainedModel, TrainerCallback, TrainingArguments
 
 from plmkit.core.models import load_model
-from plmkit.core.training import Method
-from plmkit.prompt_tuning.config import CPTuningConfig, PromptTuningConfig
+from plmkit.core.training import Method, MethodError
+from plmkit.prompt_tuning.config import CPTuningConfig, PromptTuningConfig, UPTConfig
 from plmkit.prompt_tuning.model import PromptModel, compute_anchors
 from plmkit.prompt_tuning.sampler import ClassBalancedSampler
+from plmkit.prompt_tuning.weighting import TaskBalancedSampler, task_balanced_weights
 
-__all__ = ["CPTuningMethod", "PromptCallback", "PromptTuningMethod", "load_masked_lm"]
+__all__ = ["CPTuningMethod", "PromptCallback", "PromptTuningMethod", "UPTMethod", "load_masked_lm"]
 
 
 def load_masked_lm(backbone: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
@@ -112,3 +114,62 @@ class PromptTuningMethod(_PromptMethod):
         options = super()._model_options()
         options["label_words"] = self.config.words()
         return options
+
+
+class UPTMethod(_PromptMethod):
+    """UPT (Wang et al., Findings of EMNLP 2022): POV inputs, full-vocabulary cross-entropy at [MASK].
+
+    Stage 2 (`plmkit train --method upt`): the model (a backbone, or a stage-1 / head-adapted `PromptModel` folder
+    given as `--model_name_or_path`) is set to the target's POV template(s) and label words. Stage 1
+    (`plmkit.prompt_tuning.stage1`) sets `stage1_tasks` to the sources' templates before building the Trainer.
+    """
+
+    name = "upt"
+    config_class = UPTConfig
+    objective = "upt"
+
+    def __init__(self, config: UPTConfig | None = None, **options: Any) -> None:
+        super().__init__(config, **options)
+        self.stage1_tasks: tuple[list[str], list[list[str]], int] | None = None  # templates, label words, KSMLM index
+
+    def _model_options(self) -> dict[str, Any]:
+        if self.stage1_tasks is not None:
+            templates, words, ksmlm_task = self.stage1_tasks
+        else:
+            (templates, words), ksmlm_task = self.config.pov(), -1
+        return dict(
+            template=templates[0], num_prompt_tokens=0, max_length=self.config.max_length, templates=templates,
+            template_label_words=words, ksmlm_task=ksmlm_task, ksmlm_weight=self.config.ksmlm_weight if ksmlm_task >= 0 else 0.0,
+        )
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        if self.config.sources and self.stage1_tasks is None:
+            raise MethodError("--method.sources is for stage 1, which runs as `plmkit-upt stage1 CONFIG`; stage 2 "
+                              "(plmkit train --method upt) takes the stage-1 folder as --model_name_or_path instead")
+        options = self._model_options()
+        if not isinstance(model, PromptModel):
+            model = PromptModel.from_backbone(model, load_masked_lm(model), objective=self.objective, **options)
+        elif len(model.prompt_embeddings):
+            raise MethodError("upt starts from a backbone or a upt folder, not a model with trainable prompt tokens")
+        else:
+            cfg = model.config
+            bound = {k: getattr(cfg, k) for k in options} == options and cfg.objective == self.objective
+            for key, value in options.items():
+                setattr(cfg, key, value)
+            cfg.objective = self.objective
+            if not bound:  # token ids are re-bound from the tokenizer when the Trainer is built
+                cfg.template_ids = cfg.templates_ids = cfg.label_word_ids = cfg.template_label_word_ids = None
+        if self.stage1_tasks is None and len(options["template_label_words"][0]) != model.config.num_labels:
+            raise MethodError(f"label_words has {len(options['template_label_words'][0])} word(s), the task has "
+                              f"{model.config.num_labels} labels")
+        return model
+
+    def train_sampler(self, dataset: Any, args: TrainingArguments) -> Sampler | None:
+        if self.stage1_tasks is None:
+            return None
+        ksmlm_task = self.stage1_tasks[2]
+        tasks = [-1 if t == ksmlm_task else t for t in dataset["task_ids"]]
+        num_tasks = len(self.stage1_tasks[0]) - (ksmlm_task >= 0)
+        weights = task_balanced_weights([tasks.count(k) for k in range(num_tasks)], self.config.gamma)
+        share = self.config.ksmlm_share if ksmlm_task >= 0 else 0.0
+        return TaskBalancedSampler(tasks, weights, args.per_device_train_batch_size, share, args.seed)

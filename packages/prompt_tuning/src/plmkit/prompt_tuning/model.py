@@ -9,6 +9,11 @@ One `PreTrainedModel` (registered with the Auto classes, so `save_pretrained`/`f
   anchors stored as buffers so a saved model predicts on new text.
 - `objective="verbalizer"` (LM-BFF style prompt tuning): class scores = masked-LM logits of the label words at
   [MASK]; loss = cross-entropy.
+- `objective="upt"` (UPT, Wang et al. 2022): one or more POV templates (`templates`, each with its label words);
+  loss = cross-entropy over the **whole vocabulary** at [MASK] (Eq. 2, plus lambda * KSMLM rows, Eq. 4); class
+  scores = the label words' logits (prediction restricted to them). A row's template comes from `task_ids`
+  (multi-task stage 1), else a random template per row while training and the mean of the per-template label-word
+  log-probabilities at evaluation (UPT-SE; a single template is plain UPT).
 
 The masked-LM decoder is the input embedding matrix (weights tied, as in BERT/RoBERTa) plus a vocabulary bias, and
 vocabulary scores are computed only where needed ([MASK] rows, label words, masked text tokens).
@@ -37,6 +42,7 @@ from transformers.utils import ModelOutput
 from plmkit.core.training import MethodError
 from plmkit.prompt_tuning.anchors import centroid_scores, example_keys, nearest_scores
 from plmkit.prompt_tuning.losses import pair_wise_cost_sensitive_loss
+from plmkit.prompt_tuning.pov import apply_row_templates, label_word_ids
 from plmkit.prompt_tuning.templates import (
     apply_template,
     compile_template,
@@ -46,7 +52,8 @@ from plmkit.prompt_tuning.templates import (
 
 __all__ = ["PromptModel", "PromptModelConfig", "PromptModelOutput", "compute_anchors", "predict"]
 
-OBJECTIVES = ("contrastive", "verbalizer")
+OBJECTIVES = ("contrastive", "verbalizer", "upt")
+NO_WORD = -1.0e4  # upt: the logit of a padded candidate slot (rows with fewer label words than the widest task)
 
 
 class PromptModelConfig(PretrainedConfig):
@@ -74,6 +81,12 @@ class PromptModelConfig(PretrainedConfig):
         template_ids: list[int] | None = None,
         special_ids: dict[str, int] | None = None,
         label_word_ids: list[int] | None = None,
+        templates: list[str] | None = None,
+        template_label_words: list[list[str]] | None = None,
+        ksmlm_weight: float = 0.0,
+        ksmlm_task: int = -1,
+        templates_ids: list[list[int]] | None = None,
+        template_label_word_ids: list[list[int]] | None = None,
         **kwargs: Any,
     ) -> None:
         self.backbone = backbone or {}
@@ -93,6 +106,12 @@ class PromptModelConfig(PretrainedConfig):
         self.template_ids = template_ids
         self.special_ids = special_ids
         self.label_word_ids = label_word_ids
+        self.templates = templates or []  # upt: POV templates (UPT-SE variants, or stage-1 tasks)
+        self.template_label_words = template_label_words or []  # upt: label words of each template
+        self.ksmlm_weight = ksmlm_weight  # upt: lambda of the KSMLM rows (Eq. 4)
+        self.ksmlm_task = ksmlm_task  # upt: the template index of KSMLM rows (-1: none)
+        self.templates_ids = templates_ids
+        self.template_label_word_ids = template_label_word_ids
         super().__init__(**kwargs)
 
     def backbone_config(self) -> PretrainedConfig:
@@ -212,20 +231,32 @@ class PromptModel(PreTrainedModel):
         template_ids = compile_template(self.config.template, self.config.num_prompt_tokens, tokenizer)
         if count_prompt_tokens(template_ids) != len(self.prompt_embeddings):
             raise MethodError("template and prompt table disagree on the number of prompt tokens")
-        label_word_ids = None
+        word_ids = None
         if self.config.objective == "verbalizer":
             words = self.config.label_words
             if len(words) != self.config.num_labels:
                 raise MethodError(f"label_words has {len(words)} word(s) {words}, the task has {self.config.num_labels} labels")
-            label_word_ids = []
+            word_ids = []
             for word in words:
                 pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
                 if len(pieces) != 1:
                     raise MethodError(f"label word {word!r} is {len(pieces)} tokens for this tokenizer; use single-token words")
-                label_word_ids.append(pieces[0])
+                word_ids.append(pieces[0])
+        if self.config.objective == "upt":
+            self._bind_pov(tokenizer)
+            word_ids = self.config.template_label_word_ids[0]
         self.config.special_ids = specials
         self.config.template_ids = template_ids
-        self.config.label_word_ids = label_word_ids
+        self.config.label_word_ids = word_ids
+
+    def _bind_pov(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Compile every POV template and its label words (first sub-token rule, `pov.label_word_ids`)."""
+        cfg = self.config
+        if not cfg.templates or len(cfg.templates) != len(cfg.template_label_words):
+            raise MethodError(f"upt needs one label-word list per template; got {len(cfg.templates)} template(s) and "
+                              f"{len(cfg.template_label_words)} list(s)")
+        cfg.templates_ids = [compile_template(t, 0, tokenizer) for t in cfg.templates]
+        cfg.template_label_word_ids = [label_word_ids(w, tokenizer) if w else [] for w in cfg.template_label_words]
 
     def _max_length(self) -> int:
         backbone = self.config.backbone_config()
@@ -245,17 +276,23 @@ class PromptModel(PreTrainedModel):
 
     # -- forward ------------------------------------------------------------------------------------------------
     def encode_mask(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, mlm: bool = False
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mlm: bool = False,
+        row_template: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The [MASK] feature (after the head transform, before normalisation), and with `mlm` the auxiliary
-        masked-LM loss on randomly masked text tokens of the same pass (BERT's 80/10/10 rule)."""
+        masked-LM loss on randomly masked text tokens of the same pass (BERT's 80/10/10 rule). With `row_template`
+        (upt), row i is laid out by POV template `row_template[i]`."""
         if self.config.template_ids is None:
             raise MethodError("the prompt model has no token ids yet: call bind_tokenizer(tokenizer) first")
         ids = self.config.special_ids
-        batch = apply_template(
-            input_ids, attention_mask, self.config.template_ids, cls_id=ids["cls"], sep_id=ids["sep"],
-            mask_id=ids["mask"], pad_id=ids["pad"], max_length=self._max_length(),
-        )
+        layout = dict(cls_id=ids["cls"], sep_id=ids["sep"], mask_id=ids["mask"], pad_id=ids["pad"], max_length=self._max_length())
+        if row_template is None:
+            batch = apply_template(input_ids, attention_mask, self.config.template_ids, **layout)
+        else:
+            batch = apply_row_templates(input_ids, attention_mask, self.config.templates_ids, row_template, **layout)
         tokens = batch.input_ids
         mlm_targets = None
         if mlm:
@@ -303,9 +340,13 @@ class PromptModel(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,  # accepted from the core collator; segments are rebuilt
         labels: torch.Tensor | None = None,
+        task_ids: torch.Tensor | None = None,  # upt stage 1: the row's template (source task, or KSMLM)
+        candidate_ids: torch.Tensor | None = None,  # upt stage 1: the row's label-word token ids, -1 padded
         **kwargs: Any,
     ) -> PromptModelOutput:
         cfg = self.config
+        if cfg.objective == "upt":
+            return self._upt_forward(input_ids, attention_mask, labels, task_ids, candidate_ids)
         mlm = self.training and cfg.mlm_weight > 0
         feature, mlm_loss = self.encode_mask(input_ids, attention_mask, mlm=mlm)
         loss = None
@@ -323,6 +364,58 @@ class PromptModel(PreTrainedModel):
         if mlm_loss is not None and loss is not None:
             loss = loss + cfg.mlm_weight * mlm_loss
         return PromptModelOutput(loss=loss, logits=logits, features=features)
+
+
+    def _upt_forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        task_ids: torch.Tensor | None,
+        candidate_ids: torch.Tensor | None,
+    ) -> PromptModelOutput:
+        """UPT (module docstring): L = L_MP (+ lambda L_KSMLM) over the full vocabulary at [MASK], label-word scores
+        as logits; without `task_ids`, UPT-SE picks a random template per row (training) or averages all (eval)."""
+        if self.config.templates_ids is None:
+            raise MethodError("the prompt model has no token ids yet: call bind_tokenizer(tokenizer) first")
+        if task_ids is not None or self.training or len(self.config.templates_ids) == 1:
+            if task_ids is None:
+                n = len(self.config.templates_ids)
+                task_ids = torch.randint(n, (len(input_ids),), device=input_ids.device)
+            return self._upt_rows(input_ids, attention_mask, labels, task_ids, candidate_ids)
+        outs = [
+            self._upt_rows(input_ids, attention_mask, labels, torch.full_like(input_ids[:, 0], t), candidate_ids)
+            for t in range(len(self.config.templates_ids))
+        ]
+        logits = torch.stack([F.log_softmax(o.logits, -1) for o in outs]).mean(0)
+        loss = torch.stack([o.loss for o in outs]).mean() if labels is not None else None
+        return PromptModelOutput(loss=loss, logits=logits, features=outs[0].features)
+
+    def _upt_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        task_ids: torch.Tensor,
+        candidate_ids: torch.Tensor | None,
+    ) -> PromptModelOutput:
+        cfg = self.config
+        feature, _ = self.encode_mask(input_ids, attention_mask, row_template=task_ids)
+        vocab = self.vocab_scores(feature).float()  # q(v | i, P, O) over the whole vocabulary (Eq. 1)
+        if candidate_ids is None:
+            table = torch.tensor(cfg.template_label_word_ids, device=vocab.device)
+            candidate_ids = table[task_ids]
+        candidate_ids = candidate_ids.to(vocab.device)
+        logits = vocab.gather(1, candidate_ids.clamp(min=0)).masked_fill(candidate_ids < 0, NO_WORD)
+        loss = None
+        if labels is not None:
+            targets = candidate_ids.gather(1, labels[:, None]).squeeze(1)  # v*_i = V_i(y_i)
+            per_row = F.cross_entropy(vocab, targets, reduction="none")
+            is_ksmlm = task_ids == cfg.ksmlm_task
+            loss = per_row[~is_ksmlm].mean() if (~is_ksmlm).any() else per_row.sum() * 0.0
+            if is_ksmlm.any():
+                loss = loss + cfg.ksmlm_weight * per_row[is_ksmlm].mean()
+        return PromptModelOutput(loss=loss, logits=logits, features=feature)
 
 
 AutoConfig.register(PromptModelConfig.model_type, PromptModelConfig, exist_ok=True)
