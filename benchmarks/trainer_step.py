@@ -41,8 +41,8 @@ class _StepClock(TrainerCallback):
 
 
 def _durations(marks: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    cpu = [b[0] - a[0] for a, b in zip(marks, marks[1:])][WARMUP:]
-    wall = [b[1] - a[1] for a, b in zip(marks, marks[1:])][WARMUP:]
+    cpu = [b[0] - a[0] for a, b in zip(marks, marks[1:], strict=False)][WARMUP:]
+    wall = [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)][WARMUP:]
     return cpu, wall
 
 

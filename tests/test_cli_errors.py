@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from plmkit.core.cli import main
 from tests.helpers import TINY, write_toy_csvs
 

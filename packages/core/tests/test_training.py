@@ -123,7 +123,7 @@ def test_train_sampler_hook_sets_the_example_order(tmp_path):
     first = next(iter(trainer.get_train_dataloader()))
     expected = [enc["train"][i]["input_ids"] for i in (63, 62, 61, 60)]
     lengths = first["attention_mask"].sum(1).tolist()
-    assert [ids[:n] for ids, n in zip(first["input_ids"].tolist(), lengths)] == expected
+    assert [ids[:n] for ids, n in zip(first["input_ids"].tolist(), lengths, strict=False)] == expected
 
 
 def test_finetune_learns_the_toy_task(tmp_path):

@@ -41,7 +41,7 @@ def bleu(predictions: Sequence[str], references: Sequence[str] | Sequence[Sequen
     import sacrebleu
 
     refs = [[r] if isinstance(r, str) else list(r) for r in references]
-    streams = [list(s) for s in zip(*refs)] if refs else []
+    streams = [list(s) for s in zip(*refs, strict=False)] if refs else []
     return {"bleu": float(sacrebleu.corpus_bleu(list(predictions), streams).score)}
 
 

@@ -11,9 +11,10 @@ import functools
 import os
 import socket
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import (

@@ -11,6 +11,7 @@ compare against exactly these, so they live in the core.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,22 +27,17 @@ from plmkit.core.sparsity import (
 )
 from plmkit.core.training import Method, MethodConfig, MethodError
 
-__all__ = ["PruningConfig", "PruningMethod"]
+__all__ = ["CubicScheduleConfig", "PruningConfig", "PruningMethod"]
 
 
 @dataclass
-class PruningConfig(MethodConfig):
-    """Magnitude (MaP) or movement (MvP) pruning of the block linears with the cubic sparsity schedule."""
+class CubicScheduleConfig(MethodConfig):
+    """The cubic sparsity schedule's options, shared by every method that prunes with it (MaP/MvP, PST, ...)."""
 
     sparsity: float = field(default=0.9, metadata={"help": "final fraction of zeros in every pruned matrix, [0, 1)"})
-    scorer: str = field(default="movement", metadata={"help": "movement (MvP, trained scores) or magnitude (MaP, |W|)"})
     initial_sparsity: float = field(default=0.0, metadata={"help": "sparsity during the initial warm-up"})
-    initial_warmup: float = field(default=0.1, metadata={"help": "fraction of steps before pruning starts (t_i)"})
-    final_warmup: float = field(default=0.3, metadata={"help": "fraction of final steps at the target sparsity (t_f)"})
-    ranking: str = field(default="layer", metadata={"help": "layer: top-k per matrix; global: one ranking for all"})
-    scores_learning_rate: float | None = field(
-        default=None, metadata={"help": "learning rate of movement scores (HF movement pruning: 1e-2); None = the model's"}
-    )
+    initial_warmup: float = field(default=0.1, metadata={"help": "fraction t_i of the steps before pruning starts"})
+    final_warmup: float = field(default=0.3, metadata={"help": "fraction t_f of the final steps at the target sparsity"})
 
     def validate(self) -> None:
         for name in ("sparsity", "initial_sparsity"):
@@ -50,10 +46,35 @@ class PruningConfig(MethodConfig):
                 raise MethodError(f"{name} must be in [0, 1), got {value}")
         if self.initial_sparsity > self.sparsity:
             raise MethodError(f"initial_sparsity {self.initial_sparsity} exceeds the final sparsity {self.sparsity}")
-        if not (0.0 <= self.initial_warmup and 0.0 <= self.final_warmup and self.initial_warmup + self.final_warmup < 1.0):
+        if not (self.initial_warmup >= 0.0 and self.final_warmup >= 0.0 and self.initial_warmup + self.final_warmup < 1.0):
             raise MethodError(
-                f"initial_warmup and final_warmup must be >= 0 with a sum below 1, got {self.initial_warmup}, {self.final_warmup}"
+                "initial_warmup and final_warmup must be >= 0 with a sum below 1, "
+                f"got {self.initial_warmup}, {self.final_warmup}"
             )
+
+    def schedule(self) -> Callable[[int, int], float]:
+        """s(step, total_steps) for `SparsityScheduleCallback`."""
+        return functools.partial(
+            cubic_sparsity,
+            final_sparsity=self.sparsity,
+            initial_sparsity=self.initial_sparsity,
+            initial_warmup=self.initial_warmup,
+            final_warmup=self.final_warmup,
+        )
+
+
+@dataclass
+class PruningConfig(CubicScheduleConfig):
+    """Magnitude (MaP) or movement (MvP) pruning of the block linears with the cubic sparsity schedule."""
+
+    scorer: str = field(default="movement", metadata={"help": "movement (MvP, trained scores) or magnitude (MaP, |W|)"})
+    ranking: str = field(default="layer", metadata={"help": "layer: top-k per matrix; global: one ranking for all"})
+    scores_learning_rate: float | None = field(
+        default=None, metadata={"help": "learning rate of movement scores (HF movement pruning: 1e-2); None = the model's"}
+    )
+
+    def validate(self) -> None:
+        super().validate()
         if self.scorer not in ("movement", "magnitude"):
             raise MethodError(f"scorer must be 'movement' or 'magnitude', got {self.scorer!r}")
         if self.ranking not in ("layer", "global"):
@@ -79,15 +100,7 @@ class PruningMethod(Method):
         return [{"params": others}, {"params": scores, "lr": self.config.scores_learning_rate, "weight_decay": 0.0}]
 
     def callbacks(self) -> list[TrainerCallback]:
-        c = self.config
-        schedule = functools.partial(
-            cubic_sparsity,
-            final_sparsity=c.sparsity,
-            initial_sparsity=c.initial_sparsity,
-            initial_warmup=c.initial_warmup,
-            final_warmup=c.final_warmup,
-        )
-        return [SparsityScheduleCallback(schedule, ranking=c.ranking)]
+        return [SparsityScheduleCallback(self.config.schedule(), ranking=self.config.ranking)]
 
     def export(self, model: nn.Module) -> nn.Module:
         """Plain dense layers holding mask * W: loads in transformers, zeros included."""

@@ -11,7 +11,6 @@ export         merges M * (W0 + beta U V) into plain weights (the core's ``expor
 from __future__ import annotations
 
 import fnmatch
-import functools
 import sys
 from typing import Any
 
@@ -22,7 +21,6 @@ from transformers.pytorch_utils import Conv1D
 from plmkit.core.sparsity import (
     DEFAULT_TARGETS,
     SparsityScheduleCallback,
-    cubic_sparsity,
     export_dense,
     is_linear,
     set_sparsity,
@@ -86,15 +84,7 @@ class PSTMethod(Method):
                     p.requires_grad_(True)
 
     def callbacks(self) -> list[TrainerCallback]:
-        c = self.config
-        schedule = functools.partial(
-            cubic_sparsity,
-            final_sparsity=c.sparsity,
-            initial_sparsity=c.initial_sparsity,
-            initial_warmup=c.initial_warmup,
-            final_warmup=c.final_warmup,
-        )
-        return [SparsityScheduleCallback(schedule), ParameterReportCallback()]
+        return [SparsityScheduleCallback(self.config.schedule()), ParameterReportCallback()]
 
     def export(self, model: nn.Module) -> nn.Module:
         """Plain nn.Linear/Conv1D layers holding M * (W0 + beta U V); the PST tensors are dropped."""
