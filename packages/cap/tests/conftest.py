@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from plmkit.core.testing import tiny_dataset
+from plmkit.core.testing import write_toy_files
 
 
 @pytest.fixture(autouse=True)
@@ -17,9 +15,4 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    paths = {}
-    for split, ds in tiny_dataset(64, 16).items():
-        paths[split] = folder / f"{split}.jsonl"
-        paths[split].write_text("".join(json.dumps(r) + "\n" for r in ds))
-    return paths
+    return write_toy_files(tmp_path_factory.mktemp("data"), 64, 16, fmt="jsonl")

@@ -9,18 +9,13 @@ from transformers import AutoModelForSequenceClassification
 from plmkit.core.cli import main
 from plmkit.core.run import evaluate_run, load_run
 from plmkit.core.sparsity import load_compacted
-from plmkit.core.testing import tiny_dataset
+from plmkit.core.testing import write_toy_files
 from plmkit.structured_pruning import export_at, load_at
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    paths = {}
-    for split, ds in tiny_dataset(64, 16).items():
-        paths[split] = folder / f"{split}.jsonl"
-        paths[split].write_text("".join(json.dumps(r) + "\n" for r in ds))
-    return paths
+    return write_toy_files(tmp_path_factory.mktemp("data"), 64, 16, fmt="jsonl")
 
 
 def _train(files, out, *method_flags):

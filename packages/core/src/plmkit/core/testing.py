@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
@@ -10,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from plmkit.core.models import load_model
 
-__all__ = ["tiny_model", "tiny_dataset"]
+__all__ = ["tiny_dataset", "tiny_model", "write_toy_files"]
 
 # Each label has its own cue words, so a tiny model can learn the task in a few dozen steps.
 _CUES = [["good", "great", "best", "love", "fun"], ["bad", "terrible", "worst", "hate", "dull"], ["what", "who", "where"]]
@@ -50,3 +52,19 @@ def tiny_dataset(n_train: int = 64, n_eval: int = 32, num_labels: int = 2, seed:
         return Dataset.from_dict(rows, features=features)
 
     return DatasetDict(train=make(n_train), validation=make(n_eval), test=make(n_eval))
+
+
+def write_toy_files(folder: str | Path, n_train: int = 64, n_eval: int = 32, fmt: str = "csv") -> dict[str, Path]:
+    """`tiny_dataset` as train/validation/test files (csv or jsonl), for tests that go through `plmkit train`."""
+    if fmt not in ("csv", "jsonl"):
+        raise ValueError(f"fmt must be 'csv' or 'jsonl', got {fmt!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, ds in tiny_dataset(n_train, n_eval).items():
+        paths[split] = folder / f"{split}.{fmt}"
+        if fmt == "csv":
+            ds.to_csv(str(paths[split]), index=False)
+        else:
+            paths[split].write_text("".join(json.dumps(row) + "\n" for row in ds))
+    return paths
