@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from readme_block import replace_block
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "packages" / "cap" / "README.md"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -62,10 +64,7 @@ def render() -> str:
 
 
 def main() -> None:
-    text = README.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+    replace_block(README, START, END, render())
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
+
+from readme_block import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -87,14 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the README is not up to date")
     args = parser.parse_args()
-    text = README.read_text()
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        sys.exit(f"{README} has no {START} ... {END} section")
-    updated = pattern.sub(lambda _: f"{START}\n{render()}\n{END}", text)
-    if args.check:
-        sys.exit(0 if updated == text else f"{README} results are stale: run {Path(__file__).name}")
-    README.write_text(updated)
+    stale = replace_block(README, START, END, render(), check=args.check)
+    if args.check and stale:
+        sys.exit(f"{README} results are stale: run {Path(__file__).name}")
 
 
 if __name__ == "__main__":

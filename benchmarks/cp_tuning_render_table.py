@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from readme_block import replace_block
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "packages" / "prompt_tuning" / "README.md"
 RESULTS = ROOT / "benchmarks" / "results" / "cp_tuning_reproduce.json"
@@ -50,10 +52,7 @@ def render() -> str:
 
 
 def main() -> None:
-    text = README.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    README.write_text(f"{head}{START}\n{render()}\n{END}{tail}")
+    replace_block(README, START, END, render())
 
 
 if __name__ == "__main__":

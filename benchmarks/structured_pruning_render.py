@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from readme_block import replace_block
 
 ROOT = Path(__file__).parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -120,10 +121,8 @@ def main() -> None:
     repro, cells = reproduction_tables()
     eff, efficiency = efficiency_table()
     plots(cells, efficiency)
-    block = [BEGIN, "### Efficiency", "", *eff, "", "### Accuracy vs sparsity", "", *repro, END]
-    text = README.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    README.write_text(text[:start] + "\n".join(block) + text[end:])
+    block = ["### Efficiency", "", *eff, "", "### Accuracy vs sparsity", "", *repro]
+    replace_block(README, BEGIN, END, "\n".join(block))
 
 
 if __name__ == "__main__":

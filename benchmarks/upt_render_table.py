@@ -4,10 +4,10 @@ plot it (benchmarks/results/upt_reproduction.png). The table is generated, never
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
+from readme_block import replace_block
 
 ROOT = Path(__file__).parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "upt_reproduction.json"
@@ -90,9 +90,7 @@ def plot(results: dict) -> None:
 
 def main() -> None:
     results = json.loads(RESULTS.read_text())
-    text = README.read_text()
-    block = f"{START}\n{render(results)}\n\n{END}"
-    README.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S))
+    replace_block(README, START, END, f"{render(results)}\n")
     plot(results)
 
 

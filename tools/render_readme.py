@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from readme_block import replace_block  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- results:begin (tools/render_readme.py) -->", "<!-- results:end -->"
 
@@ -43,18 +46,12 @@ def render() -> str:
             f"{masked['median_ratio']['both']['wall']:.3f}x wall | <= {masked['target_ratio']:.2f}x "
             f"| benchmarks/results/masked_linear.json |"
         )
-    return "\n".join([BEGIN, *rows, END])
+    return "\n".join(rows)
 
 
 def main() -> int:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    updated = text[:start] + render() + text[end:]
-    if "--check" in sys.argv:
-        return int(updated != text)
-    readme.write_text(updated)
-    return 0
+    stale = replace_block(ROOT / "README.md", BEGIN, END, render(), check="--check" in sys.argv)
+    return int(stale and "--check" in sys.argv)
 
 
 if __name__ == "__main__":

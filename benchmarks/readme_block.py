@@ -1,0 +1,23 @@
+"""Rendering results into READMEs: one generated block between two marker lines, never typed by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["replace_block"]
+
+
+def replace_block(readme: Path, start: str, end: str, body: str, check: bool = False) -> bool:
+    """Put `body` between the `start` and `end` markers of `readme`; return True when the file was out of date.
+
+    With `check`, nothing is written (for tests that the README matches its json files).
+    """
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    updated = f"{head}{start}\n{body}\n{end}{tail}"
+    if not check and updated != text:
+        readme.write_text(updated)
+    return updated != text
