@@ -18,10 +18,30 @@ from torch.utils.data import Sampler
 
 from plmkit.core.training import MethodError
 
-__all__ = ["ClassBalancedSampler"]
+__all__ = ["ClassBalancedSampler", "EpochSampler"]
 
 
-class ClassBalancedSampler(Sampler[int]):
+class EpochSampler(Sampler[int]):
+    """Base of the samplers here: whole batches of indices per epoch, drawn from a generator seeded by
+    (seed, epoch), so every epoch differs and a resumed run repeats the same order (`set_epoch`)."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int) -> None:
+        self.num_examples = num_examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_examples / self.batch_size) * self.batch_size
+
+    def generator(self) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch))
+
+
+class ClassBalancedSampler(EpochSampler):
     """Indices in class-balanced groups of `batch_size` (module docstring); reshuffled per epoch (`set_epoch`)."""
 
     def __init__(self, labels: Sequence[int], batch_size: int, seed: int = 0) -> None:
@@ -37,18 +57,10 @@ class ClassBalancedSampler(Sampler[int]):
             raise MethodError(
                 f"a batch of {batch_size} cannot hold two classes with two examples each; use a training batch size >= 4"
             )
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size) * self.batch_size
+        super().__init__(len(self.labels), batch_size, seed)
 
     def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng((self.seed, self.epoch))
+        rng = self.generator()
         members = {int(c): np.flatnonzero(self.labels == c) for c in self.classes}
         pools: dict[int, list[int]] = {c: [] for c in members}
         usage = np.zeros(len(self.classes))

@@ -20,9 +20,9 @@ import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
 
 from plmkit.core.training import MethodError
+from plmkit.prompt_tuning.sampler import EpochSampler
 
 __all__ = ["TaskBalancedSampler", "task_balanced_weights"]
 
@@ -38,7 +38,7 @@ def task_balanced_weights(sizes: Sequence[int], gamma: float = 0.001) -> list[fl
     return [(lg + gamma) / total for lg in logs]
 
 
-class TaskBalancedSampler(Sampler[int]):
+class TaskBalancedSampler(EpochSampler):
     """Indices drawn task by task with probabilities `weights` (Eq. 3), plus a share of KSMLM examples.
 
     `tasks[i]` is example i's task (0..M-1), or -1 for a KSMLM example. Each epoch yields `len(tasks)` indices
@@ -60,18 +60,10 @@ class TaskBalancedSampler(Sampler[int]):
         if ksmlm_share > 0 and not 1 <= self.per_batch_ksmlm < batch_size:
             raise MethodError(f"a batch of {batch_size} cannot hold a KSMLM share of {ksmlm_share} (>= 1 of each kind)")
         self.weights = np.asarray(weights, dtype=float) / np.sum(weights)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.tasks) / self.batch_size) * self.batch_size
+        super().__init__(len(self.tasks), batch_size, seed)
 
     def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng((self.seed, self.epoch))
+        rng = self.generator()
         pools: dict[int, list[int]] = {}
 
         def draw(key: int, members: np.ndarray) -> int:
