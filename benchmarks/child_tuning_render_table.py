@@ -8,12 +8,10 @@ Replaces the text between `<!-- results:start -->` and `<!-- results:end -->` in
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from readme_block import replace_block
+from readme_block import render_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -85,12 +83,7 @@ def render() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the README is not up to date")
-    args = parser.parse_args()
-    stale = replace_block(README, START, END, render(), check=args.check)
-    if args.check and stale:
-        sys.exit(f"{README} results are stale: run {Path(__file__).name}")
+    render_cli(README, START, END, render)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from readme_block import replace_block
+from readme_block import render_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "packages" / "prompt_tuning" / "README.md"
@@ -23,6 +23,8 @@ ROWS = [
     ("cp_tuning_centroid", "CP-Tuning, class centroid"),
     ("cp_tuning_mlm", "CP-Tuning + aux. MLM (lambda 0.1), nearest anchor"),
     ("cp_tuning_mlm_centroid", "CP-Tuning + aux. MLM (lambda 0.1), class centroid"),
+    ("cp_tuning_adapted_head", "CP-Tuning from the adapted masked-LM head, nearest anchor"),
+    ("cp_tuning_adapted_head_centroid", "CP-Tuning from the adapted masked-LM head, class centroid"),
 ]
 
 
@@ -44,7 +46,8 @@ def render() -> str:
         for t in targets:
             r = data["summary"][t].get(key)
             cells.append("-" if r is None else f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} (n={r['n']})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     wall = sum(r["wall_s"] for r in data["runs"] if not r["variant"].endswith("_centroid"))
     lines += ["", f"Total training + evaluation wall time: {wall / 60:.0f} min (shared 2-core machine, 1 thread).", "",
               "![CP-Tuning feature space](../../benchmarks/results/cp_tuning_features.png)", ""]
@@ -52,7 +55,7 @@ def render() -> str:
 
 
 def main() -> None:
-    replace_block(README, START, END, render())
+    render_cli(README, START, END, render)
 
 
 if __name__ == "__main__":

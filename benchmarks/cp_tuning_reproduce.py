@@ -1,12 +1,13 @@
 """CP-Tuning reproduction on the builtin real data (minilm, LM-BFF K=16 splits), against its baselines.
 
-    PLMKIT_NUM_THREADS=1 .venv/bin/python benchmarks/cp_tuning_reproduce.py [--seeds 13 21 42] [--steps 50]
+    PLMKIT_NUM_THREADS=1 .venv/bin/python benchmarks/cp_tuning_reproduce.py [--seeds 13 21 42 87 100] [--steps 50]
       -> benchmarks/results/cp_tuning_reproduce.json, cp_tuning_features.png
     .venv/bin/python benchmarks/cp_tuning_render_table.py   (README table from the json)
 
 Variants per (target, seed): fine-tuning (core `finetune`), prompt tuning with a verbalizer (`prompt_tuning`),
 CP-Tuning without and with the auxiliary MLM (`cp_tuning`, mlm_weight 0 / 0.1), each CP-Tuning model evaluated by
-nearest anchor (its default) and by class centroid. Same steps, batch, learning rate and max_length for all.
+nearest anchor (its default) and by class centroid; with `--adapted_head PATH` also CP-Tuning from a minilm whose
+masked-LM head was adapted first (`plmkit-upt adapt-head --out PATH`, as for UPT). Same steps, batch, learning rate and max_length for all.
 The json is rewritten after every run and finished runs are skipped, so an interrupted reproduction resumes.
 """
 
@@ -44,12 +45,15 @@ VARIANTS = {
     "prompt_tuning": ["--method", "prompt_tuning"],  # template and words added per target
     "cp_tuning": ["--method", "cp_tuning", "--method.mlm_weight", "0"],
     "cp_tuning_mlm": ["--method", "cp_tuning", "--method.mlm_weight", "0.1"],
+    # minilm ships no trained masked-LM head, so CP-Tuning's feature transform starts random; this variant starts
+    # from the head adapted by `plmkit-upt adapt-head` (run only with --adapted_head PATH)
+    "cp_tuning_adapted_head": ["--method", "cp_tuning", "--method.mlm_weight", "0"],
 }
 
 
 def _flags(target: str, seed: int, variant: str, args: argparse.Namespace, out: str) -> list[str]:
     flags = [
-        "--model_name_or_path", "minilm", "--data", target, "--few_shot_k", "16", "--few_shot_seed", str(seed),
+        "--model_name_or_path", args.adapted_head if variant == "cp_tuning_adapted_head" else "minilm", "--data", target, "--few_shot_k", "16", "--few_shot_seed", str(seed),
         "--seed", str(seed), "--max_length", "64", "--max_steps", str(args.steps), "--learning_rate", str(args.lr),
         "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64", "--max_eval_samples", "1000",
         "--bf16", "true", "--output_dir", out, "--report_to", "none", "--save_strategy", "no",
@@ -114,10 +118,11 @@ def _summary(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--targets", nargs="+", default=list(VERBALIZER))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42, 87, 100])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--plot_target", default="rt-polarity")
+    parser.add_argument("--adapted_head", help="minilm with an adapted masked-LM head (plmkit-upt adapt-head --out)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     result = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
@@ -130,6 +135,8 @@ def main() -> None:
     for seed in args.seeds:  # seed-major: an interrupted run still covers every target
         for target in args.targets:
             for variant in VARIANTS:
+                if variant == "cp_tuning_adapted_head" and not args.adapted_head:
+                    continue
                 names = [variant] + ([f"{variant}_centroid"] if variant.startswith("cp_tuning") else [])
                 if all((target, seed, n) in done for n in names):
                     continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from readme_block import replace_block
+from readme_block import render_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "packages" / "pst" / "README.md"
@@ -57,7 +57,7 @@ def render() -> str:
 
 
 def main() -> None:
-    replace_block(README, START, END, render())
+    render_cli(README, START, END, render)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["replace_block"]
+__all__ = ["render_cli", "replace_block"]
 
 
 def replace_block(readme: Path, start: str, end: str, body: str, check: bool = False) -> bool:
@@ -21,3 +23,16 @@ def replace_block(readme: Path, start: str, end: str, body: str, check: bool = F
     if not check and updated != text:
         readme.write_text(updated)
     return updated != text
+
+
+def render_cli(readme: Path, start: str, end: str, render: Callable[[], str], plot: Callable[[], None] | None = None) -> None:
+    """The command line of every render script: write the block (and the plot), or with ``--check`` only exit
+    non-zero when the README does not match its json files."""
+    check = "--check" in sys.argv[1:]
+    stale = replace_block(readme, start, end, render(), check=check)
+    if check:
+        if stale:
+            sys.exit(f"{readme} is out of date: run {Path(sys.argv[0]).name}")
+        return
+    if plot is not None:
+        plot()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from readme_block import replace_block
+from readme_block import render_cli
 
 ROOT = Path(__file__).parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "upt_reproduction.json"
@@ -90,8 +90,7 @@ def plot(results: dict) -> None:
 
 def main() -> None:
     results = json.loads(RESULTS.read_text())
-    replace_block(README, START, END, f"{render(results)}\n")
-    plot(results)
+    render_cli(README, START, END, lambda: f"{render(results)}\n", lambda: plot(results))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from plmkit.prompt_tuning.sources import SOURCES, sources_for
 
 RESULTS = Path(__file__).parent / "results" / "upt_reproduction.json"
 SETUP = {
-    "model": "minilm", "k": 16, "seeds": [13, 21, 42], "targets": ["rt-polarity", "trec", "sms-spam"],
-    "stage2_steps": 30, "stage1_steps": 60, "batch": 8, "learning_rate": 1e-4, "max_length": 64, "bf16": True,
+    "model": "minilm", "k": 16, "seeds": [13, 21, 42, 87, 100], "targets": ["rt-polarity", "trec", "sms-spam"],
+    "stage2_steps": 50, "stage1_steps": 60, "batch": 8, "learning_rate": 2e-4, "max_length": 64, "bf16": True,
     "max_test": 300, "stage1_train_per_source": 1000, "stage1_eval_per_source": 64,
 }
 METHODS = ("finetune", "upt_single", "upt", "upt_no_ksmlm", "upt_single_fresh_head")

@@ -56,3 +56,17 @@ def test_readme_results_are_rendered_from_the_json_files():
     assert subprocess.run([sys.executable, str(ROOT / "tools" / "render_readme.py"), "--check"]).returncode == 0, (
         "README.md is out of date: run tools/render_readme.py"
     )
+
+
+RENDER_SCRIPTS = sorted((ROOT / "benchmarks").glob("*_render*.py"))
+
+
+@pytest.mark.parametrize("script", RENDER_SCRIPTS, ids=lambda p: p.stem)
+def test_package_readme_results_are_rendered_from_the_json_files(script):
+    result = subprocess.run([sys.executable, str(script), "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_every_results_table_has_a_render_script():
+    assert {p.stem.split("_render")[0] for p in RENDER_SCRIPTS} >= {
+        "child_tuning", "pst", "cap", "structured_pruning", "cp_tuning", "upt"}

@@ -123,3 +123,24 @@ def test_example_keys_ignore_padding():
     b = example_keys(torch.tensor([[2, 10, 11, 3]]))
     c = example_keys(torch.tensor([[2, 10, 12, 3]]))
     assert a.item() == b.item() != c.item()
+
+
+def test_a_prompt_model_of_another_objective_is_converted_keeping_encoder_and_head(tmp_path):
+    """CP-Tuning (or verbalizer prompt tuning) started from a UPT folder, e.g. `plmkit-upt adapt-head`'s output:
+    the encoder and masked-LM head carry over, the objective and prompt settings are the new method's."""
+    from plmkit.prompt_tuning import UPTMethod
+
+    backbone, _ = tiny_model("bert")
+    upt = UPTMethod(label_words="bad,good").prepare_model(backbone)
+    with torch.no_grad():
+        upt.head.bias.fill_(0.25)
+    converted = CPTuningMethod(num_prompt_tokens=2).prepare_model(upt)
+    assert converted is not upt and converted.config.objective == "contrastive"
+    assert converted.config.num_prompt_tokens == 2 and len(converted.prompt_embeddings) > 0
+    for name, value in upt.encoder.state_dict().items():
+        torch.testing.assert_close(converted.encoder.state_dict()[name], value)
+    torch.testing.assert_close(converted.head.bias, upt.head.bias)
+    verbalizer = PromptTuningMethod(label_words="bad,good").prepare_model(upt)
+    assert verbalizer.config.objective == "verbalizer" and verbalizer.config.label_words == ["bad", "good"]
+    same = UPTMethod(label_words="bad,good").prepare_model(upt)
+    assert same is upt  # the same objective keeps the model (how a saved run is reloaded)

@@ -78,7 +78,9 @@ class _PromptMethod(Method):
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         if isinstance(model, PromptModel):
-            return model
+            if model.config.objective == self.objective:
+                return model  # a saved run of this method, with its own prompt settings
+            return model.for_objective(self.objective, **self._model_options())
         return PromptModel.from_backbone(model, load_masked_lm(model), objective=self.objective, **self._model_options())
 
     def callbacks(self) -> list[TrainerCallback]:

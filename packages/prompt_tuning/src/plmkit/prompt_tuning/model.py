@@ -212,13 +212,31 @@ class PromptModel(PreTrainedModel):
         if missing or any(not k.startswith("pooler.") for k in unexpected):
             raise MethodError(f"backbone weights do not fit the encoder: missing {missing[:5]}, unexpected {unexpected[:5]}")
         model.head.copy_from(masked_lm)
-        words = model.encoder.get_input_embeddings().weight
-        if len(model.prompt_embeddings):
-            generator = torch.Generator().manual_seed(seed)
-            rows = torch.randint(words.shape[0], (len(model.prompt_embeddings),), generator=generator)
-            with torch.no_grad():
-                model.prompt_embeddings.copy_(words[rows])
+        model._init_prompt_tokens(seed)
         return model
+
+    def for_objective(self, objective: str, seed: int = 0, **prompt: Any) -> PromptModel:
+        """A new model for another objective over this one's encoder and masked-LM head, e.g. CP-Tuning from the
+        folder `plmkit-upt adapt-head` writes; prompt tokens, anchors and label words start afresh."""
+        c = self.config
+        config = PromptModelConfig(
+            backbone=c.backbone, head_activation=c.head_activation, num_labels=c.num_labels, id2label=c.id2label,
+            label2id=c.label2id, pad_token_id=c.pad_token_id, objective=objective, **prompt,
+        )
+        model = type(self)(config)
+        model.encoder.load_state_dict(self.encoder.state_dict())
+        model.head.load_state_dict(self.head.state_dict())
+        model._init_prompt_tokens(seed)
+        return model
+
+    def _init_prompt_tokens(self, seed: int) -> None:
+        """Prompt tokens start as the embeddings of random vocabulary tokens."""
+        words = self.encoder.get_input_embeddings().weight
+        if len(self.prompt_embeddings):
+            generator = torch.Generator().manual_seed(seed)
+            rows = torch.randint(words.shape[0], (len(self.prompt_embeddings),), generator=generator)
+            with torch.no_grad():
+                self.prompt_embeddings.copy_(words[rows])
 
     def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Resolve the token ids the forward needs (special tokens, template literals, label words) from the
