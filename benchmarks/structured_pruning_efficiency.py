@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def compacted(model_factory, sparsity: float, seed: int = 0):
 
 def main() -> None:
     torch.set_num_threads(1)
+    load = os.getloadavg()[0]
     minilm = lambda: load_model("minilm", num_labels=2)[0]  # noqa: E731
     models = {s: compacted(minilm, s) for s in SPARSITIES}
     sizes = {s: size_report(m) for s, m in models.items()}
@@ -82,8 +84,8 @@ def main() -> None:
 
     RESULTS.write_text(json.dumps({
         "model": "minilm (all-MiniLM-L6-v2, 6 layers, 12 heads, FFN 1536)", "seq_len": SEQ_LEN, "threads": 1,
-        "machine": f"{platform.processor() or platform.machine()}, shared with other jobs (noisy; CPU time is "
-                   "the primary measure, variants interleaved, median)",
+        "machine": f"{platform.processor() or platform.machine()}, shared (load average {load:.1f} at the start; "
+                   "CPU time is the primary measure, variants interleaved, median)",
         "repeats": {"batch1": 21, "batch32": 5}, "minilm": rows, "xlmr_base_size_only": xlmr_rows,
         "target_speedup_vs_implied": 0.9,
     }, indent=1))
