@@ -11,10 +11,6 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 from readme_block import render_cli
 
 ROOT = Path(__file__).parents[1]
@@ -107,6 +103,10 @@ def efficiency_table() -> tuple[list[str], dict | None]:
 
 
 def plots(cells: dict, efficiency: dict | None) -> None:
+    import matplotlib  # the `bench` extra; `--check` needs no plotting
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     if cells:
         tasks = sorted({t for t, _, _ in cells})
         fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
