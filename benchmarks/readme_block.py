@@ -1,12 +1,19 @@
-"""Rendering results into READMEs: one generated block between two marker lines, never typed by hand."""
+"""Rendering results into READMEs: one generated block between two marker lines, never typed by hand; and the
+mean +- std (sample standard deviation) the tables computed from raw runs report."""
 
 from __future__ import annotations
 
+import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["render_cli", "replace_block"]
+__all__ = ["mean_std", "render_cli", "replace_block"]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) over seeds."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def replace_block(readme: Path, start: str, end: str, body: str, check: bool = False) -> bool:

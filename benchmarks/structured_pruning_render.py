@@ -11,7 +11,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from readme_block import render_cli
+from readme_block import mean_std, render_cli
 
 ROOT = Path(__file__).parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -20,9 +20,8 @@ BEGIN, END = "<!-- results:begin (benchmarks/structured_pruning_render.py) -->",
 
 
 def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f} (n=1)"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f} (n={len(values)})"
+    mean, std = mean_std([100 * v for v in values])
+    return f"{mean:.1f} (n=1)" if len(values) == 1 else f"{mean:.1f} ± {std:.1f} (n={len(values)})"
 
 
 def reproduction_tables() -> tuple[list[str], dict]:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from readme_block import render_cli
+from readme_block import mean_std, render_cli
 
 ROOT = Path(__file__).parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "upt_reproduction.json"
@@ -49,7 +49,8 @@ def render(results: dict) -> str:
         row = []
         for t in targets:
             v = cells.get((method, t))
-            row.append(f"{np.mean(v):.1f} +- {np.std(v):.1f} (n={len(v)})" if v else "-")
+            mean, std = mean_std(v) if v else (0.0, 0.0)
+            row.append(f"{mean:.1f} +- {std:.1f} (n={len(v)})" if v else "-")
         if any(c != "-" for c in row):
             lines.append(f"| {name} | " + " | ".join(row) + " |")
     head = results.get("head_adaptation")
@@ -77,8 +78,7 @@ def plot(results: dict) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
-        means = [np.mean(cells.get((m, t), [np.nan])) for t in targets]
-        stds = [np.std(cells.get((m, t), [np.nan])) for t in targets]
+        means, stds = zip(*(mean_std(cells[(m, t)]) if (m, t) in cells else (np.nan, np.nan) for t in targets), strict=True)
         ax.bar(np.arange(len(targets)) + i * width, means, width, yerr=stds, label=NAMES[m], capsize=3)
     ax.set_xticks(np.arange(len(targets)) + width * (len(methods) - 1) / 2, targets)
     ax.set_ylabel("test accuracy (%)")
