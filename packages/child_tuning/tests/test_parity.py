@@ -1,51 +1,13 @@
 """Parity with the authors' code (golden values in data/reference_golden.safetensors, see conftest.Golden)."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
 from plmkit.child_tuning import ChildTuningMethod, fisher_mask, fisher_scores, keep_threshold
+from plmkit.core.testing import LegacyAdamW, LegacyEpsAdamW
 
 LR, WD, EPS, BETAS = 1e-3, 0.01, 1e-8, (0.9, 0.999)
-
-
-class LegacyAdamW(torch.optim.Optimizer):
-    """The AdamW formula of transformers <= 4.x (and of the reference's optimizer), written out for this test:
-    bias corrections folded into the step size, eps added to sqrt(v), weight decay applied after the Adam step."""
-
-    def __init__(self, params, lr, eps, betas=BETAS):
-        super().__init__(params, dict(lr=lr, eps=eps, betas=betas))
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-                state["step"] += 1
-                state["m"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                state["v"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                step_size = group["lr"] * math.sqrt(1 - beta2 ** state["step"]) / (1 - beta1 ** state["step"])
-                p.addcdiv_(state["m"], state["v"].sqrt().add_(group["eps"]), value=-step_size)
-                p.add_(p, alpha=-group["lr"] * group["weight_decay"])
-
-
-class TorchAdamWWithLegacyEps(torch.optim.AdamW):
-    """torch.optim.AdamW with eps_t = eps / sqrt(1 - beta2^t): the same update as the legacy formula except for the
-    order of weight decay (torch decays before the step; the difference is O(lr^2 * wd) per step)."""
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            t = 1 + max((int(self.state[p]["step"]) for p in group["params"] if p in self.state), default=0)
-            group["eps"] = EPS / math.sqrt(1 - BETAS[1] ** t)
-        super().step()
 
 
 def test_d_mask_equals_reference_mask(golden):
@@ -63,7 +25,7 @@ def _three_d_steps(golden, optimizer_cls):
     no_decay = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm.weight" in n]
     decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm.weight" in n)]
     groups = [{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = optimizer_cls(groups, lr=LR, eps=EPS)
+    optimizer = optimizer_cls(groups, lr=LR, eps=EPS, betas=BETAS)
     for batch in golden.batches[:3]:
         model(**batch).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the Trainer clips, then the method masks
@@ -93,7 +55,7 @@ def test_three_d_steps_with_torch_adamw_differ_only_by_optimizer_conventions(gol
     """torch.optim.AdamW (our default) adds eps to sqrt(v_hat) = sqrt(v / (1 - beta2^t)), i.e. an eps smaller by
     sqrt(1 - beta2^t) than the reference's, and decays before the step. With eps converted the three steps agree
     within 1e-6 (the rest is the decay order); entries outside the child only decay, identically in both."""
-    assert _max_diff(_three_d_steps(golden, TorchAdamWWithLegacyEps), golden.after_three_steps) <= 1e-6
+    assert _max_diff(_three_d_steps(golden, LegacyEpsAdamW), golden.after_three_steps) <= 1e-6
     plain = _three_d_steps(golden, torch.optim.AdamW)
     frozen = {k: ~m for k, m in golden.mask.items()}
     assert _max_diff(plain, golden.after_three_steps, frozen) <= 1e-7

@@ -79,3 +79,58 @@ def test_export_can_change_a_method_option(tmp_path, capsys):
     assert method.config.ranking == "global" and method.config.sparsity == 0.5
     assert main(["export", str(out), "--output_dir", str(tmp_path / "e2"), "--method.nope", "1"]) == 2
     assert "no option(s) ['nope']" in capsys.readouterr().err
+
+
+class _SignalColumns(torch.nn.Module):
+    """x [B, 32] -> one pruned linear layer -> 2 logits; only inputs 0-3 carry the label (x0 + x1 - x2 - x3 > 0).
+
+    The weights on the signal inputs start small (0.05, already with the helpful sign) and every other weight large
+    (+-0.3): the case movement pruning was made for, where magnitude keeps the wrong weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Module()
+        self.encoder.layer = torch.nn.ModuleList([torch.nn.Linear(32, 2)])
+        with torch.no_grad():
+            w = self.encoder.layer[0].weight
+            w.copy_(0.3 * torch.sign(torch.randn_like(w)))
+            w[1, :4] = 0.05 * torch.tensor([1.0, 1.0, -1.0, -1.0])
+            w[0, :4] = -w[1, :4]
+
+    def forward(self, x, labels=None):  # noqa: ANN001, ANN201
+        logits = self.encoder.layer[0](x)
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def _signal_data(n: int, seed: int):  # noqa: ANN202
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 32, generator=g)
+    labels = (x[:, 0] + x[:, 1] - x[:, 2] - x[:, 3] > 0).long()
+    return Dataset.from_dict({"x": x.tolist(), "labels": labels.tolist()})
+
+
+@pytest.mark.parametrize("scorer, expected", [("movement", (1.0, 1.0)), ("magnitude", (0.0, 0.25))])
+def test_movement_scores_find_the_weights_that_carry_the_signal(tmp_path, scorer, expected):
+    """Regression test of the whole movement path (scores, their STE gradient, their optimizer group, the
+    schedule): the 8 weights on the signal inputs (2 rows x 4) must be exactly the 8 kept at 87.5% sparsity,
+    although they are the smallest at the start; magnitude pruning keeps the large noise weights instead."""
+    from transformers import TrainingArguments, default_data_collator
+
+    from plmkit.core.training import Trainer
+
+    torch.manual_seed(0)
+    model = _SignalColumns()
+    method = PruningMethod(PruningConfig(scorer=scorer, sparsity=0.875, scores_learning_rate=1e-2))
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=200, per_device_train_batch_size=32, learning_rate=1e-3,
+        report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True, dataloader_pin_memory=False,
+        seed=0, disable_tqdm=True,
+    )
+    Trainer(model, args, method=method, train_dataset=_signal_data(4096, 0),
+            data_collator=default_data_collator).train()
+    kept = model.encoder.layer[0].mask().detach()
+    assert int(kept.sum()) == 8
+    share_on_signal = float(kept[:, :4].sum() / kept.sum())
+    assert expected[0] <= share_on_signal <= expected[1]

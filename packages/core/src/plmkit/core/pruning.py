@@ -27,7 +27,7 @@ from plmkit.core.sparsity import (
 )
 from plmkit.core.training import Method, MethodConfig, MethodError
 
-__all__ = ["CubicScheduleConfig", "PruningConfig", "PruningMethod"]
+__all__ = ["CubicScheduleConfig", "PruningConfig", "PruningMethod", "movement_parameter_groups"]
 
 
 @dataclass
@@ -72,13 +72,35 @@ class PruningConfig(CubicScheduleConfig):
     scores_learning_rate: float | None = field(
         default=None, metadata={"help": "learning rate of movement scores (HF movement pruning: 1e-2); None = the model's"}
     )
+    scores_init: str = field(
+        default="zeros",
+        metadata={"help": "movement scores start as zeros (HF movement pruning) or magnitude (|W|: start from MaP's mask)"},
+    )
+    scores_lr_schedule: str = field(
+        default="shared",
+        metadata={"help": "shared: scores follow --lr_scheduler_type like the weights (HF); constant: no warm-up/decay"},
+    )
 
     def validate(self) -> None:
         super().validate()
-        if self.scorer not in ("movement", "magnitude"):
-            raise MethodError(f"scorer must be 'movement' or 'magnitude', got {self.scorer!r}")
-        if self.ranking not in ("layer", "global"):
-            raise MethodError(f"ranking must be 'layer' or 'global', got {self.ranking!r}")
+        for name, allowed in (("scorer", ("movement", "magnitude")), ("ranking", ("layer", "global")),
+                              ("scores_init", ("zeros", "magnitude")), ("scores_lr_schedule", ("shared", "constant"))):
+            if getattr(self, name) not in allowed:
+                raise MethodError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+
+
+def movement_parameter_groups(
+    model: nn.Module, scores_learning_rate: float | None, schedule: str = "shared"
+) -> list[dict[str, Any]]:
+    """Two optimizer groups: everything trainable but the movement scores (the Trainer's defaults), and the scores
+    with their own learning rate (None = the model's), no weight decay, and their own LR schedule (as the HF
+    movement-pruning reference's `mask_scores` group)."""
+    scores = [p for n, p in model.named_parameters() if n.endswith(".scores") and p.requires_grad]
+    others = [p for n, p in model.named_parameters() if not n.endswith(".scores") and p.requires_grad]
+    group: dict[str, Any] = {"params": scores, "weight_decay": 0.0, "lr_schedule": schedule}
+    if scores_learning_rate is not None:
+        group["lr"] = scores_learning_rate
+    return [{"params": others}, group]
 
 
 class PruningMethod(Method):
@@ -87,17 +109,17 @@ class PruningMethod(Method):
     config: PruningConfig
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        if not mask_linears(model, scorer=self.config.scorer, mode="topk"):
+        init = 0.0 if self.config.scores_init == "zeros" else "magnitude"
+        if not mask_linears(model, scorer=self.config.scorer, mode="topk", scores_init=init):
             raise MethodError(f"no prunable linear layers found in {type(model).__name__}")
         set_sparsity(model, self.config.initial_sparsity, self.config.ranking)
         return model
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
-        if self.config.scores_learning_rate is None:
+        c = self.config
+        if c.scorer != "movement" or (c.scores_learning_rate is None and c.scores_lr_schedule == "shared"):
             return None
-        scores = [p for n, p in model.named_parameters() if n.endswith(".scores") and p.requires_grad]
-        others = [p for n, p in model.named_parameters() if not n.endswith(".scores") and p.requires_grad]
-        return [{"params": others}, {"params": scores, "lr": self.config.scores_learning_rate, "weight_decay": 0.0}]
+        return movement_parameter_groups(model, c.scores_learning_rate, c.scores_lr_schedule)
 
     def callbacks(self) -> list[TrainerCallback]:
         return [SparsityScheduleCallback(self.config.schedule(), ranking=self.config.ranking)]

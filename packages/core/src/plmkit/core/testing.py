@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from plmkit.core.models import load_model
 
-__all__ = ["tiny_dataset", "tiny_model", "write_toy_files"]
+__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "tiny_dataset", "tiny_model", "write_toy_files"]
 
 # Each label has its own cue words, so a tiny model can learn the task in a few dozen steps.
 _CUES = [["good", "great", "best", "love", "fun"], ["bad", "terrible", "worst", "hate", "dull"], ["what", "who", "where"]]
@@ -68,3 +70,48 @@ def write_toy_files(folder: str | Path, n_train: int = 64, n_eval: int = 32, fmt
         else:
             paths[split].write_text("".join(json.dumps(row) + "\n" for row in ds))
     return paths
+
+
+class LegacyAdamW(torch.optim.Optimizer):
+    """The AdamW of transformers <= 4.x, which the papers' reference code trains with, for parity tests: bias
+    corrections folded into the step size, eps added to sqrt(v) (not to the bias-corrected sqrt(v_hat)), weight
+    decay applied after the Adam step."""
+
+    def __init__(self, params: Any, lr: float, eps: float = 1e-8, betas: tuple[float, float] = (0.9, 0.999),
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, eps=eps, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                state["m"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                state["v"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                step_size = group["lr"] * math.sqrt(1 - beta2 ** state["step"]) / (1 - beta1 ** state["step"])
+                p.addcdiv_(state["m"], state["v"].sqrt().add_(group["eps"]), value=-step_size)
+                p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+
+
+class LegacyEpsAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` with eps_t = eps / sqrt(1 - beta2^t): the same update as :class:`LegacyAdamW` except
+    for the order of weight decay (torch decays before the step; the difference is O(lr^2 * wd) per step), so a
+    test can drive the real Trainer's optimizer code with the reference's update."""
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        for group in self.param_groups:
+            group.setdefault("legacy_eps", group["eps"])
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        for group in self.param_groups:
+            t = 1 + max((int(self.state[p]["step"]) for p in group["params"] if p in self.state), default=0)
+            group["eps"] = group["legacy_eps"] / math.sqrt(1 - group["betas"][1] ** t)
+        return super().step(closure)

@@ -81,9 +81,11 @@ class Method:
         return model
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
-        """Optimizer parameter groups (dicts with `params` and optionally `lr`, `weight_decay`); None = default.
+        """Optimizer parameter groups (dicts with `params` and optionally `lr`, `weight_decay`, `lr_schedule`);
+        None = default.
 
         A group without `weight_decay` gets `args.weight_decay`, except for biases and norm weights (as in HF).
+        `lr_schedule="constant"` keeps that group at its `lr` while the others follow `--lr_scheduler_type`.
         """
         return None
 
@@ -190,6 +192,21 @@ class Trainer(transformers.Trainer):
         self.optimizer = optimizer_cls([g for g in split if g["params"]], **optimizer_kwargs)
         return self.optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        groups = scheduler.optimizer.param_groups
+        constant = [i for i, g in enumerate(groups) if g.get("lr_schedule", "shared") == "constant"]
+        if constant:
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise MethodError(
+                    f"a constant-lr parameter group needs a LambdaLR schedule; --lr_scheduler_type "
+                    f"{self.args.lr_scheduler_type} gives {type(scheduler).__name__}"
+                )
+            for i in constant:
+                scheduler.lr_lambdas[i] = _constant_factor
+                groups[i]["lr"] = scheduler.base_lrs[i]
+        return scheduler
+
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         sampler = self.method.train_sampler(dataset, self.args)
@@ -203,6 +220,10 @@ class Trainer(transformers.Trainer):
         if extra is not None:
             loss = loss + extra
         return (loss, outputs) if return_outputs else loss
+
+
+def _constant_factor(step: int) -> float:
+    return 1.0
 
 
 def make_compute_metrics(names: tuple[str, ...], regression: bool = False):  # noqa: ANN201

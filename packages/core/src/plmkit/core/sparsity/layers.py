@@ -34,6 +34,7 @@ __all__ = [
     "set_sparsity",
     "set_threshold",
     "effective_weight",
+    "initial_scores",
     "is_linear",
 ]
 
@@ -73,7 +74,7 @@ class MaskedLinear(nn.Module):
         threshold: float = 0.0,
         sigmoid: bool = False,
         min_kept_fraction: float = 0.0,
-        scores_init: float = 0.0,
+        scores_init: float | str = 0.0,
     ) -> None:
         super().__init__()
         if scorer not in ("magnitude", "movement"):
@@ -95,7 +96,7 @@ class MaskedLinear(nn.Module):
         # HF soft movement / CAP-soft keep int(0.005 * numel) + 1 entries so a matrix never empties.
         self.min_kept = int(min_kept_fraction * weight.numel()) + 1 if min_kept_fraction > 0 else 0
         if scorer == "movement":
-            self.scores = nn.Parameter(torch.full_like(weight, scores_init))
+            self.scores = nn.Parameter(initial_scores(weight, scores_init))
 
     @classmethod
     def from_linear(
@@ -108,8 +109,8 @@ class MaskedLinear(nn.Module):
     ) -> MaskedLinear:
         """Wrap an ``nn.Linear`` or ``Conv1D``, sharing its weight and bias Parameters (no copy).
 
-        Extra keyword arguments: ``threshold``, ``sigmoid``, ``min_kept_fraction``, ``scores_init`` (the
-        constant initial movement score, 0.0 as in HF movement pruning and CAP).
+        Extra keyword arguments: ``threshold``, ``sigmoid``, ``min_kept_fraction``, ``scores_init`` (see
+        :func:`initial_scores`: a constant, 0.0 as in HF movement pruning and CAP, or ``"magnitude"``).
         """
         if not is_linear(linear):
             raise TypeError(f"expected nn.Linear or transformers Conv1D, got {type(linear).__name__}")
@@ -178,6 +179,17 @@ class MaskedLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, scorer={self.scorer}, "
             f"mode={self.mode}, {target}, transposed={self.transposed}"
         )
+
+
+def initial_scores(weight: torch.Tensor, init: float | str = 0.0) -> torch.Tensor:
+    """Initial movement scores for ``weight``: a constant (HF movement pruning: 0, so every score starts tied and the
+    first masks are decided by a few noisy updates) or ``"magnitude"``, |W| (the ranking starts as magnitude
+    pruning's and the accumulated movement re-ranks from there, as PST's score starts at |W0|)."""
+    if init == "magnitude":
+        return weight.detach().abs().clone()
+    if isinstance(init, str):
+        raise ValueError(f"scores_init must be a number or 'magnitude', got {init!r}")
+    return torch.full_like(weight, float(init))
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
