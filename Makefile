@@ -21,13 +21,13 @@ test: bootstrap
 test-fast: bootstrap
 	bash tools/run_tests.sh -m "not slow and not ddp"
 
+## Every package's performance benchmarks (packages/*/benchmarks/perf*.py), results in packages/*/benchmarks/results/.
 bench: bootstrap
-	$(PY) benchmarks/trainer_step.py
-	$(PY) benchmarks/masked_linear.py
+	for script in packages/*/benchmarks/perf*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: bootstrap
 	$(PY) -m pip install --quiet ruff
-	$(PY) -m ruff check packages tests benchmarks tools
+	$(PY) -m ruff check packages tests tools
 
 clean:
 	rm -rf .venv outputs runs .pytest_cache

@@ -45,7 +45,8 @@ def test_core_wheel_holds_only_its_own_subpackage(tmp_path):
 
 def test_every_torch_load_is_weights_only():
     offenders = []
-    for path in [*ROOT.glob("packages/*/src/**/*.py"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("tools/*.py")]:
+    for path in [*ROOT.glob("packages/*/src/**/*.py"), *ROOT.glob("packages/*/benchmarks/*.py"),
+                 *ROOT.glob("tools/**/*.py")]:
         for call in re.findall(r"torch\.load\([^)]*\)", path.read_text()):
             if "weights_only=True" not in call:
                 offenders.append(f"{path.relative_to(ROOT)}: {call}")
@@ -58,15 +59,22 @@ def test_readme_results_are_rendered_from_the_json_files():
     )
 
 
-RENDER_SCRIPTS = sorted((ROOT / "benchmarks").glob("*_render*.py"))
+RENDER_SCRIPTS = sorted(ROOT.glob("packages/*/benchmarks/*render*.py"))
 
 
-@pytest.mark.parametrize("script", RENDER_SCRIPTS, ids=lambda p: p.stem)
+def _results_id(script: Path) -> str:
+    """The results table a render script renders: its package folder, or for a package with several methods
+    (prompt_tuning) the method prefix of the script name (`cp_tuning_render_table.py` -> `cp_tuning`)."""
+    prefix = script.stem.split("render")[0].rstrip("_")
+    return prefix or script.parents[1].name
+
+
+@pytest.mark.parametrize("script", RENDER_SCRIPTS, ids=_results_id)
 def test_package_readme_results_are_rendered_from_the_json_files(script):
     result = subprocess.run([sys.executable, str(script), "--check"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_every_results_table_has_a_render_script():
-    assert {p.stem.split("_render")[0] for p in RENDER_SCRIPTS} >= {
+    assert {_results_id(p) for p in RENDER_SCRIPTS} >= {
         "child_tuning", "pst", "cap", "structured_pruning", "cp_tuning", "upt"}

@@ -1,13 +1,13 @@
 """Size and speed of compacted models per sparsity ("a fast model is not necessarily small").
 
-    PLMKIT_NUM_THREADS=1 .venv/bin/python benchmarks/structured_pruning_efficiency.py
+    PLMKIT_NUM_THREADS=1 .venv/bin/python packages/structured_pruning/benchmarks/perf.py
 
 MiniLM (real weights) compacted at 0-90% of heads and FFN neurons (the same fraction in every layer): parameters,
 bytes on disk, the embedding share, FLOPs per sequence, and CPU latency at batch 1 and batch 32 (sequence 128,
 one thread, variants interleaved, median of repeats; process CPU time and wall time). The speed-up is compared
 with the one the FLOP reduction implies. XLM-R base is added for size only (built on the meta device: no weights
 are needed to count them), since its 250k-token embedding matrix is where "fast" and "small" part ways.
-Writes benchmarks/results/structured_pruning_efficiency.json.
+Writes packages/structured_pruning/benchmarks/results/structured_pruning_efficiency.json.
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
-"""Render the CAP README's results section from benchmarks/results/cap_*.json (never typed by hand).
+"""Render the CAP README's results section from packages/cap/benchmarks/results/cap_*.json (never typed by hand).
 
-    python benchmarks/cap_render_table.py   # rewrites the block between the cap-results markers
+    python packages/cap/benchmarks/render_table.py   # rewrites the block between the cap-results markers
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from readme_block import render_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from readme_block import render_cli  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "packages" / "cap" / "README.md"
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "packages" / "cap" / "benchmarks" / "results"
 START, END = "<!-- cap-results:start -->", "<!-- cap-results:end -->"
 
 
@@ -56,11 +58,11 @@ def render() -> str:
     if repro.exists() and json.loads(repro.read_text()).get("summary"):
         data = json.loads(repro.read_text())
         lines += [f"Setup: {data['setup']}", "", *reproduction_table(data), "",
-                  "![accuracy vs sparsity](../../benchmarks/results/cap_reproduction.png)", ""]
+                  "![accuracy vs sparsity](benchmarks/results/cap_reproduction.png)", ""]
     perf = RESULTS / "cap_perf.json"
     if perf.exists():
         lines += ["Performance:", "", *perf_table(json.loads(perf.read_text())), ""]
-    return "\n".join(lines) or "No results yet: run benchmarks/cap_reproduce.py and benchmarks/cap_perf.py."
+    return "\n".join(lines) or "No results yet: run packages/cap/benchmarks/reproduce.py and packages/cap/benchmarks/perf.py."
 
 
 def main() -> None:

@@ -1,18 +1,20 @@
-"""Render the PST README's results section from benchmarks/results/pst_*.json (never typed by hand).
+"""Render the PST README's results section from packages/pst/benchmarks/results/pst_*.json (never typed by hand).
 
-    python benchmarks/pst_render_table.py   # rewrites the block between the pst-results markers
+    python packages/pst/benchmarks/render_table.py   # rewrites the block between the pst-results markers
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from readme_block import render_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from readme_block import render_cli  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "packages" / "pst" / "README.md"
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "packages" / "pst" / "benchmarks" / "results"
 START, END = "<!-- pst-results:start -->", "<!-- pst-results:end -->"
 
 
@@ -48,7 +50,7 @@ def render() -> str:
     if repro.exists() and "summary" in json.loads(repro.read_text()):
         data = json.loads(repro.read_text())
         lines += [f"Setup: {' '.join(data['setup'].split())}", "", *reproduction_table(data), "",
-                  "![accuracy vs sparsity](../../benchmarks/results/pst_reproduction.png)", ""]
+                  "![accuracy vs sparsity](benchmarks/results/pst_reproduction.png)", ""]
     perf = RESULTS / "pst_perf.json"
     if perf.exists():
         p = json.loads(perf.read_text())

@@ -6,10 +6,10 @@ test split. One teacher (dense fine-tuning, 3 epochs, lr 1e-4) is trained once p
 --method.teacher. Unstructured: 3 epochs (96 steps), lr 1e-4, scores lr 1e-2, warm-up unit 16 steps (initial 1,
 final 2 units). Structured: CAP-f and first-order pruning in steps of 25% of heads and neurons (50%: 2 iterations,
 75%: 3), 1 epoch of retraining per iteration. Baselines ("MvP+KD", "FO+KD") are the same `cap` runs with both
-contrastive terms switched off. Writes benchmarks/results/cap_reproduction.json and a plot;
-`benchmarks/cap_render_table.py` renders the README table.
+contrastive terms switched off. Writes packages/cap/benchmarks/results/cap_reproduction.json and a plot;
+`packages/cap/benchmarks/render_table.py` renders the README table.
 
-    PLMKIT_NUM_THREADS=1 python benchmarks/cap_reproduce.py [--seeds 1 2 3]
+    PLMKIT_NUM_THREADS=1 python packages/cap/benchmarks/reproduce.py [--seeds 1 2 3]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ one torch thread). PST runs at 90% sparsity with the reference's settings (r1 = 
 - peak memory: each variant in a fresh process, the peak resident set size sampled every millisecond during
   three steps, minus the RSS just before the first step (model loaded, optimizer built).
 
-    python benchmarks/pst_perf.py   ->  benchmarks/results/pst_perf.json
+    python packages/pst/benchmarks/perf.py   ->  packages/pst/benchmarks/results/pst_perf.json
 """
 
 from __future__ import annotations

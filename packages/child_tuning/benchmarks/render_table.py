@@ -1,20 +1,22 @@
-"""Render the Child-Tuning README's results tables from benchmarks/results/child_tuning_*.json.
+"""Render the Child-Tuning README's results tables from packages/child_tuning/benchmarks/results/child_tuning_*.json.
 
 Replaces the text between `<!-- results:start -->` and `<!-- results:end -->` in packages/child_tuning/README.md
 (tables are generated, never typed).
 
-    python benchmarks/child_tuning_render_table.py [--check]
+    python packages/child_tuning/benchmarks/render_table.py [--check]
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from readme_block import render_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from readme_block import render_cli  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parents[3]
+RESULTS = ROOT / "packages" / "child_tuning" / "benchmarks" / "results"
 README = ROOT / "packages" / "child_tuning" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -76,7 +78,7 @@ def render() -> str:
     if repro.exists():
         parts += ["### Low-resource reproduction (MiniLM, 1,000 training examples)", "",
                   reproduction_table(json.loads(repro.read_text())), "",
-                  "![reproduction](../../benchmarks/results/child_tuning_reproduction.png)", ""]
+                  "![reproduction](benchmarks/results/child_tuning_reproduction.png)", ""]
     if speed.exists():
         parts += ["### Cost", "", speed_table(json.loads(speed.read_text())), ""]
     return "\n".join(parts)

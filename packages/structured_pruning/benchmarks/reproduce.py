@@ -1,14 +1,14 @@
 """Reproduction of the structured-pruning study on MiniLM: the three algorithms at several sparsities, and
 Dynamic Sparsification trained once and evaluated at every sparsity, on rt-polarity and trec.
 
-    PLMKIT_NUM_THREADS=1 .venv/bin/python benchmarks/structured_pruning_reproduce.py [--tasks trec] [--seeds 13 21 42]
+    PLMKIT_NUM_THREADS=1 .venv/bin/python packages/structured_pruning/benchmarks/reproduce.py [--tasks trec] [--seeds 13 21 42]
     # the open choices (global ranking, iterative first-order), as run for the README:
     ... structured_pruning_reproduce.py --algorithms first_order_global first_order_iterative \
         --sparsities 0.5 0.7 0.9 --skip_ds
 
 Every run goes through the core's `train` (the same path as `plmkit train`). The training and test subsets are
 fixed random samples (seed 0) of the builtin splits written to jsonl. Results are appended to
-benchmarks/results/structured_pruning_reproduction_<task>.json after every run (a partial sweep is still usable,
+packages/structured_pruning/benchmarks/results/structured_pruning_reproduction_<task>.json after every run (a partial sweep is still usable,
 and a rerun skips the runs already recorded with the same budget); `structured_pruning_render.py` turns the files
 into the README tables and plots.
 """
@@ -29,8 +29,8 @@ from plmkit.core.run import load_task, train
 from plmkit.core.training import Trainer, make_compute_metrics
 from plmkit.structured_pruning import load_at
 
-ROOT = Path(__file__).parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parents[3]
+RESULTS = ROOT / "packages" / "structured_pruning" / "benchmarks" / "results"
 WORK = ROOT / "outputs" / "structured_pruning_bench"
 LEARNING_RATE = 1e-4
 # The three algorithms, and two variants of first-order pruning for the open choices: global instead of per-layer

@@ -1,22 +1,24 @@
 """Render packages/structured_pruning/README.md's results block and the plots from the benchmark json files
 (generated, never typed).
 
-    .venv/bin/python benchmarks/structured_pruning_render.py
+    .venv/bin/python packages/structured_pruning/benchmarks/render_table.py
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-from readme_block import mean_std, render_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from readme_block import mean_std, render_cli  # noqa: E402
 
-ROOT = Path(__file__).parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+ROOT = Path(__file__).resolve().parents[3]
+RESULTS = ROOT / "packages" / "structured_pruning" / "benchmarks" / "results"
 README = ROOT / "packages" / "structured_pruning" / "README.md"
-BEGIN, END = "<!-- results:begin (benchmarks/structured_pruning_render.py) -->", "<!-- results:end -->"
+BEGIN, END = "<!-- results:begin (packages/structured_pruning/benchmarks/render_table.py) -->", "<!-- results:end -->"
 
 
 def _mean_std(values: list[float]) -> str:

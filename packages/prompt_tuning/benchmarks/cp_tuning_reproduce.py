@@ -1,8 +1,8 @@
 """CP-Tuning reproduction on the builtin real data (minilm, LM-BFF K=16 splits), against its baselines.
 
-    PLMKIT_NUM_THREADS=1 .venv/bin/python benchmarks/cp_tuning_reproduce.py [--seeds 13 21 42 87 100] [--steps 50]
-      -> benchmarks/results/cp_tuning_reproduce.json, cp_tuning_features.png
-    .venv/bin/python benchmarks/cp_tuning_render_table.py   (README table from the json)
+    PLMKIT_NUM_THREADS=1 .venv/bin/python packages/prompt_tuning/benchmarks/cp_tuning_reproduce.py [--seeds 13 21 42 87 100] [--steps 50]
+      -> packages/prompt_tuning/benchmarks/results/cp_tuning_reproduce.json, cp_tuning_features.png
+    .venv/bin/python packages/prompt_tuning/benchmarks/cp_tuning_render_table.py   (README table from the json)
 
 Variants per (target, seed): fine-tuning (core `finetune`), prompt tuning with a verbalizer (`prompt_tuning`),
 CP-Tuning without and with the auxiliary MLM (`cp_tuning`, mlm_weight 0 / 0.1), each CP-Tuning model evaluated by

@@ -4,11 +4,12 @@ Sources of a target come from the other task groups only (`plmkit.prompt_tuning.
 prompt variant starts from the same head-adapted minilm (`plmkit-upt adapt-head`); UPT-Single is also run once
 per target from plain minilm (fresh masked-LM head transform) to measure what the adapted head buys.
 
-    PLMKIT_NUM_THREADS=1 python benchmarks/upt_reproduce.py --work /tmp/upt_bench      # resumable
-    python benchmarks/upt_render_table.py                                               # README table + plot
+    PLMKIT_NUM_THREADS=1 python packages/prompt_tuning/benchmarks/upt_reproduce.py --work /tmp/upt_bench      # resumable
+    python packages/prompt_tuning/benchmarks/upt_render_table.py                        # README table + plot
 
 Needs `plmkit-upt adapt-head --out WORK/minilm-mlm` and `plmkit-upt build-okr ... --out WORK/okr_TARGET.json`
-(spaCy extra) first. Results go to benchmarks/results/upt_reproduction.json after every run.
+(spaCy extra) first. Results go to
+packages/prompt_tuning/benchmarks/results/upt_reproduction.json after every run.
 """
 
 from __future__ import annotations

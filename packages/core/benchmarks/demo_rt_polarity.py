@@ -1,6 +1,6 @@
 """Record what `make demo` achieves: run its config and write test metrics and wall time to a results file.
 
-    .venv/bin/python benchmarks/demo_rt_polarity.py  ->  benchmarks/results/demo_rt_polarity.json
+    .venv/bin/python packages/core/benchmarks/demo_rt_polarity.py  ->  packages/core/benchmarks/results/demo_rt_polarity.json
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from plmkit.core.config import parse_experiment
 from plmkit.core.run import train
 
-CONFIG = Path(__file__).parents[1] / "packages" / "core" / "configs" / "demo_rt_polarity.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "packages" / "core" / "configs" / "demo_rt_polarity.yaml"
 OUT = Path(__file__).parent / "results" / "demo_rt_polarity.json"
 
 

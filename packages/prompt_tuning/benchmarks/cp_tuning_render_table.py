@@ -1,19 +1,21 @@
-"""Render the prompt-tuning README's results section from benchmarks/results/cp_tuning_reproduce.json (never
-typed by hand).
+"""Render the prompt-tuning README's results section from
+packages/prompt_tuning/benchmarks/results/cp_tuning_reproduce.json (never typed by hand).
 
-    python benchmarks/cp_tuning_render_table.py   # rewrites the block between the cp-tuning-results markers
+    python packages/prompt_tuning/benchmarks/cp_tuning_render_table.py   # rewrites the block between the cp-tuning-results markers
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from readme_block import render_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from readme_block import render_cli  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "packages" / "prompt_tuning" / "README.md"
-RESULTS = ROOT / "benchmarks" / "results" / "cp_tuning_reproduce.json"
+RESULTS = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "results" / "cp_tuning_reproduce.json"
 START, END = "<!-- cp-tuning-results:start -->", "<!-- cp-tuning-results:end -->"
 
 ROWS = [
@@ -50,7 +52,7 @@ def render() -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     wall = sum(r["wall_s"] for r in data["runs"] if not r["variant"].endswith("_centroid"))
     lines += ["", f"Total training + evaluation wall time: {wall / 60:.0f} min (shared 2-core machine, 1 thread).", "",
-              "![CP-Tuning feature space](../../benchmarks/results/cp_tuning_features.png)", ""]
+              "![CP-Tuning feature space](benchmarks/results/cp_tuning_features.png)", ""]
     return "\n".join(lines)
 
 

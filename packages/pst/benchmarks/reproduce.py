@@ -3,10 +3,10 @@
 Budget (2 shared CPU cores): a random 1,024-sentence training subset (seeded shuffle of the builtin
 train split, v2 data cache), 3 epochs (96 steps), batch 32, max_length 64, bf16,
 one torch thread per run (one run at a time, other benchmarks alongside), evaluated on the whole builtin test split (1,057 sentences). Every method uses the
-same cubic schedule (t_i = 0.1, t_f = 0.3 of the steps). Writes benchmarks/results/pst_reproduction.json and a
-plot; `benchmarks/pst_render_table.py` renders the README table from the json.
+same cubic schedule (t_i = 0.1, t_f = 0.3 of the steps). Writes packages/pst/benchmarks/results/pst_reproduction.json and a
+plot; `packages/pst/benchmarks/render_table.py` renders the README table from the json.
 
-    PLMKIT_NUM_THREADS=1 python benchmarks/pst_reproduce.py [--seeds 1 2 3] [--sparsities 0.5 0.8 0.9]
+    PLMKIT_NUM_THREADS=1 python packages/pst/benchmarks/reproduce.py [--seeds 1 2 3] [--sparsities 0.5 0.8 0.9]
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@
 - bank memory per stored representation (fp16) vs fp32 storage.
 
 Banks hold random unit vectors for 8,530 examples (the size of the builtin rt-polarity train split); the cost of
-the terms does not depend on their values. Writes benchmarks/results/cap_perf.json.
+the terms does not depend on their values. Writes packages/cap/benchmarks/results/cap_perf.json.
 
-    PLMKIT_NUM_THREADS=1 python benchmarks/cap_perf.py [--repeats 7]
+    PLMKIT_NUM_THREADS=1 python packages/cap/benchmarks/perf.py [--repeats 7]
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ v2 data cache the split was stored in source order, 97% positive in its first 1,
 `--max_train_samples` did not give a usable subset). Budget for 2 shared CPU cores: 3 epochs, batch 16, lr 1e-4, warmup 10%, weight decay
 0.01, max_length 64, bf16 autocast, one torch thread. `reserve_p` is chosen on the validation split with one seed
 (p_F in {0.2, 0.4}, p_D in {0.1, 0.3}: the ends of the paper's grids, for time), then every method runs with 5 seeds.
-Writes benchmarks/results/child_tuning_reproduction.json and .png; `benchmarks/child_tuning_render_table.py`
-renders the README table from the json.
+Writes packages/child_tuning/benchmarks/results/child_tuning_reproduction.json and .png;
+`packages/child_tuning/benchmarks/render_table.py` renders the README table from the json.
 
-    PLMKIT_NUM_THREADS=1 python benchmarks/child_tuning_reproduce.py [--seeds 13 21 42 87 100]
+    PLMKIT_NUM_THREADS=1 python packages/child_tuning/benchmarks/reproduce.py [--seeds 13 21 42 87 100]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Loads the GGUF with transformers (`gguf_file=`, needs the `gguf` package: `pip install 'plmkit-pst[gguf]'`),
 converts the decoder linears to PST layers, trains a few steps of next-token prediction on rt-polarity sentences
 with the sparsity ramped to 50%, exports plain weights, reloads them with plain transformers and generates.
-Writes benchmarks/results/pst_smollm2_smoke.json. Not a CI test (a ~100 MB download, ~20 s to dequantize).
+Writes packages/pst/benchmarks/results/pst_smollm2_smoke.json. Not a CI test (a ~100 MB download, ~20 s to dequantize).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 MiniLM-like shapes: 32 sequences x 64 tokens through the FFN matrices 384 -> 1536 and 1536 -> 384. One torch
 thread, the two variants interleaved within each round, several rounds, medians of per-round ratios of process
-CPU time (stable on a shared machine) and wall time. Writes benchmarks/results/masked_linear.json.
+CPU time (stable on a shared machine) and wall time. Writes
+packages/core/benchmarks/results/masked_linear.json.
 
-    python benchmarks/masked_linear.py [--rounds 9] [--reps 3]
+    python packages/core/benchmarks/perf_masked_linear.py [--rounds 9] [--reps 3]
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@
   batches; target <= 1.3x. Memory: the pass keeps one float32 score per scored parameter, the mask one byte, and
   the threshold allocates a constant number of bytes per scored entry (measured with the torch profiler).
 One torch thread, variants interleaved within each round, medians of per-round ratios of process CPU time (and
-wall time). Writes benchmarks/results/child_tuning_speed.json.
+wall time). Writes packages/child_tuning/benchmarks/results/child_tuning_speed.json.
 
-    python benchmarks/child_tuning_speed.py [--rounds 7] [--steps 6] [--fisher_batches 12]
+    python packages/child_tuning/benchmarks/perf.py [--rounds 7] [--steps 6] [--fisher_batches 12]
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
-"""Render benchmarks/results/upt_reproduction.json into the UPT section of packages/prompt_tuning/README.md, and
-plot it (benchmarks/results/upt_reproduction.png). The table is generated, never typed."""
+"""Render packages/prompt_tuning/benchmarks/results/upt_reproduction.json into the UPT section of
+packages/prompt_tuning/README.md, and plot it (packages/prompt_tuning/benchmarks/results/upt_reproduction.png).
+The table is generated, never typed."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-from readme_block import mean_std, render_cli
 
-ROOT = Path(__file__).parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "upt_reproduction.json"
-PLOT = ROOT / "benchmarks" / "results" / "upt_reproduction.png"
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from readme_block import mean_std, render_cli  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+RESULTS = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "results" / "upt_reproduction.json"
+PLOT = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "results" / "upt_reproduction.png"
 README = ROOT / "packages" / "prompt_tuning" / "README.md"
 START, END = "<!-- upt-results:start -->", "<!-- upt-results:end -->"
 NAMES = {
@@ -62,7 +66,7 @@ def render(results: dict) -> str:
         lines += ["", "Stage 1 (multi-task validation accuracy over the sources' label words): " + ", ".join(
             f"{k} {100 * v['eval_accuracy']:.1f}%" for k, v in results["stage1"].items())]
     lines += ["", f"Total training + evaluation wall time: {results.get('wall_minutes', 0):.0f} min (shared 2-core machine, 1 thread).",
-              "", "![UPT reproduction](../../benchmarks/results/upt_reproduction.png)"]
+              "", "![UPT reproduction](benchmarks/results/upt_reproduction.png)"]
     return "\n".join(lines)
 
 

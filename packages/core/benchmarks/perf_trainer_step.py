@@ -5,7 +5,7 @@ round by round (interleaved, so machine noise hits both alike); each round times
 (process CPU time and wall time, from one step's end to the next, data loading included) and drops the first
 two. The ratio reported is median(Trainer step) / median(plain step). Target: <= 1.10.
 
-    .venv/bin/python benchmarks/trainer_step.py   ->  benchmarks/results/trainer_step.json
+    .venv/bin/python packages/core/benchmarks/perf_trainer_step.py   ->  packages/core/benchmarks/results/trainer_step.json
 """
 
 from __future__ import annotations
