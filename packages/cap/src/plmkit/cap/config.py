@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plmkit.core.training import MethodConfig, MethodError
+from plmkit.core.pruning import CubicScheduleConfig
+from plmkit.core.training import MethodError
 
 __all__ = ["BANKS", "ENGINES", "CAPConfig"]
 
@@ -28,7 +29,7 @@ def _bank_list(value: str, option: str) -> tuple[str, ...]:
 
 
 @dataclass
-class CAPConfig(MethodConfig):
+class CAPConfig(CubicScheduleConfig):
     """Contrastive Pruning: a pruning engine plus contrastive terms against representation banks and KD.
 
     Loss (spec cap.md 2.1): w_ce L_task + w_kd T^2 KL(teacher || student) + sum over banks of
@@ -45,15 +46,19 @@ class CAPConfig(MethodConfig):
     )
     # --- unstructured schedule (CAP-m / CAP-soft) ---
     initial_warmup: float = field(
-        default=2.0, metadata={"help": "no pruning for initial_warmup x warmup_unit_steps steps (reference: 2)"}
+        default=0.2,
+        metadata={"help": "fraction of the steps before pruning starts (reference: 2 x warmup_steps, ~0.2 on QQP)"},
     )
     final_warmup: float = field(
-        default=3.0, metadata={"help": "final value for the last final_warmup x warmup_unit_steps steps (reference: 3)"}
-    )
-    warmup_unit_steps: int = field(
-        default=0, metadata={"help": "the warm-up unit in steps; 0 = TrainingArguments' warmup steps (as the reference)"}
+        default=0.3,
+        metadata={"help": "fraction of the final steps at the final value (reference: 3 x warmup_steps, ~0.3 on QQP)"},
     )
     scores_learning_rate: float = field(default=1e-2, metadata={"help": "learning rate of the movement scores"})
+    soft_sparsity: str = field(
+        default="target",
+        metadata={"help": "cap-soft: target (reach `sparsity`: global top-k of the scores, L1 kept) or lambda (the "
+                          "reference: sigmoid threshold schedule, final_lambda sets the sparsity reached)"},
+    )
     initial_threshold: float = field(default=0.0, metadata={"help": "cap-soft: sigmoid(score) threshold at the start"})
     final_threshold: float = field(default=0.1, metadata={"help": "cap-soft: final sigmoid(score) threshold"})
     final_lambda: float = field(
@@ -133,10 +138,7 @@ class CAPConfig(MethodConfig):
     def validate(self) -> None:
         if self.engine not in ENGINES:
             raise MethodError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
-        if not 0.0 <= self.sparsity < 1.0:
-            raise MethodError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if self.initial_warmup < 0 or self.final_warmup < 0 or self.warmup_unit_steps < 0:
-            raise MethodError("initial_warmup, final_warmup and warmup_unit_steps must be >= 0")
+        super().validate()
         if not 0.0 <= self.initial_threshold <= self.final_threshold < 1.0:
             raise MethodError(
                 f"thresholds must satisfy 0 <= initial_threshold <= final_threshold < 1, "
@@ -156,6 +158,8 @@ class CAPConfig(MethodConfig):
                 raise MethodError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.extra_examples < 0:
             raise MethodError(f"extra_examples must be >= 0, got {self.extra_examples}")
+        if self.soft_sparsity not in ("target", "lambda"):
+            raise MethodError(f"soft_sparsity must be 'target' or 'lambda', got {self.soft_sparsity!r}")
         if self.representation not in ("cls", "mean"):
             raise MethodError(f"representation must be 'cls' or 'mean', got {self.representation!r}")
         if self.snapshot_mode not in ("eval", "train"):

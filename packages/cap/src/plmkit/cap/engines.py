@@ -1,7 +1,7 @@
 """CAP's pruning engines (spec cap.md 2.1 "Pruning engines"), built on the core's sparsity primitives.
 
 - ``UnstructuredEngine``: CAP-m (movement top-k) and CAP-soft (sigmoid(score) > tau_t with L1), the core's
-  ``MaskedLinear`` on every encoder linear, the cubic schedule with warm-ups in multiples of a step unit.
+  ``MaskedLinear`` on every encoder linear, the core's cubic schedule.
 - ``StructuredEngine``: CAP-f, head and FFN-neuron gates (the core's hooks) driven by binary masks kept as
   buffers of a ``UnitMasks`` submodule (so the run's state dict restores them), pruned iteratively by
   first-order importance with retraining in between.
@@ -24,7 +24,6 @@ from plmkit.core.sparsity import (
     StructuralGates,
     add_structural_gates,
     compact_model,
-    cubic_sparsity_steps,
     export_dense,
     first_order_importance,
     mask_linears,
@@ -32,56 +31,41 @@ from plmkit.core.sparsity import (
 )
 from plmkit.core.training import MethodError
 
-__all__ = ["CAPScheduleCallback", "IterativePruningCallback", "StructuredEngine", "UnitMasks",
+__all__ = ["IterativePruningCallback", "StructuredEngine", "UnitMasks",
            "UnstructuredEngine", "pruning_sequence"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Unstructured: CAP-m and CAP-soft
 # ---------------------------------------------------------------------------------------------------------------
-class CAPScheduleCallback(SparsityScheduleCallback):
-    """The core schedule callback with CAP's warm-ups: ``initial_warmup`` x W steps at the initial value, the
-    final value for the last ``final_warmup`` x W steps, W = ``warmup_unit_steps`` or TrainingArguments' warmup
-    (``schedule_threshold`` of the reference). Sparsity for CAP-m, sigmoid threshold for CAP-soft."""
-
-    def __init__(self, config: CAPConfig) -> None:
-        soft = config.engine == "cap-soft"
-        super().__init__(self._value, quantity="threshold" if soft else "sparsity")
-        self.config = config
-        self.initial, self.final = (config.initial_threshold, config.final_threshold) if soft else (0.0, config.sparsity)
-        self.unit = 0
-
-    def _value(self, step: int, total_steps: int) -> float:
-        c = self.config
-        return cubic_sparsity_steps(step, total_steps, self.final, self.initial, c.initial_warmup * self.unit,
-                                    c.final_warmup * self.unit)
-
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
-        c = self.config
-        self.unit = c.warmup_unit_steps or args.get_warmup_steps(state.max_steps)
-        if (c.initial_warmup + c.final_warmup) * self.unit >= state.max_steps:
-            raise MethodError(
-                f"the pruning warm-ups ({c.initial_warmup} + {c.final_warmup}) x {self.unit} steps leave no step of "
-                f"the {state.max_steps} to prune in: lower --warmup_steps or --method.warmup_unit_steps"
-            )
-        super().on_train_begin(args, state, control, **kwargs)
-
-
 class UnstructuredEngine:
     """Movement scores on the encoder linears; embeddings, pooler and classifier stay dense."""
 
     def __init__(self, config: CAPConfig) -> None:
         self.config = config
-        self.schedule = CAPScheduleCallback(config)
+        # CAP-m: the cubic sparsity schedule, per matrix. CAP-soft as the reference ("lambda"): the same curve on the
+        # sigmoid threshold, and L1 sets the sparsity reached. CAP-soft "target": the scheduled sparsity over all
+        # matrices at once (the threshold becomes the global quantile of the scores), L1 kept. The reference counts
+        # the warm-ups in multiples of `warmup_steps` (2 and 3 on GLUE: about 0.2 and 0.3 of a QQP run); here they
+        # are fractions of the steps, as in every plmkit schedule, so a run without LR warm-up still has them.
+        if self.thresholded:
+            schedule = config.schedule(initial=config.initial_threshold, final=config.final_threshold)
+            self.schedule = SparsityScheduleCallback(schedule, quantity="threshold")
+        else:
+            ranking = "global" if config.engine == "cap-soft" else "layer"
+            self.schedule = SparsityScheduleCallback(config.schedule(), ranking=ranking)
+
+    @property
+    def thresholded(self) -> bool:
+        return self.config.engine == "cap-soft" and self.config.soft_sparsity == "lambda"
 
     def prepare(self, model: nn.Module) -> None:
         c = self.config
-        if c.engine == "cap-m":
-            names = mask_linears(model, scorer="movement", mode="topk")
-        else:
+        if self.thresholded:
             names = mask_linears(model, scorer="movement", mode="threshold", threshold=c.initial_threshold,
                                  sigmoid=True, min_kept_fraction=0.005)
+        else:
+            names = mask_linears(model, scorer="movement", mode="topk")
         if not names:
             raise MethodError(f"no prunable encoder linear layers found in {type(model).__name__}")
 
@@ -89,11 +73,13 @@ class UnstructuredEngine:
         return [self.schedule]
 
     def regularizer_weight(self) -> float:
-        """CAP-soft's lambda_t = final_lambda * tau_t / tau_final (0 for CAP-m)."""
-        c, tau = self.config, self.schedule.current
-        if c.engine != "cap-soft" or tau is None or c.final_threshold == 0:
+        """CAP-soft's lambda_t = final_lambda * v_t / v_final, v the scheduled threshold (reference) or sparsity
+        ("target"); 0 for CAP-m."""
+        c, current = self.config, self.schedule.current
+        final = c.final_threshold if self.thresholded else c.sparsity
+        if c.engine != "cap-soft" or current is None or final == 0:
             return 0.0
-        return c.final_lambda * tau / c.final_threshold
+        return c.final_lambda * current / final
 
     def export(self, model: nn.Module) -> nn.Module:
         return export_dense(model)

@@ -32,6 +32,7 @@ from plmkit.cap.engines import IterativePruningCallback, StructuredEngine, Unstr
 from plmkit.cap.losses import contrastive_terms, distillation_loss, sample_extra, soft_movement_regularizer
 from plmkit.cap.representations import RepresentationTap
 from plmkit.cap.teacher import finetune_teacher, load_teacher
+from plmkit.core.pruning import movement_parameter_groups
 from plmkit.core.training import Method, MethodError
 
 __all__ = ["CAPMethod"]
@@ -76,9 +77,7 @@ class CAPMethod(Method):
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
         if self.config.structured:
             return None
-        scores = [p for n, p in model.named_parameters() if n.endswith(".scores") and p.requires_grad]
-        others = [p for n, p in model.named_parameters() if not n.endswith(".scores") and p.requires_grad]
-        return [{"params": others}, {"params": scores, "lr": self.config.scores_learning_rate, "weight_decay": 0.0}]
+        return movement_parameter_groups(model, self.config.scores_learning_rate)
 
     def callbacks(self) -> list[TrainerCallback]:
         if isinstance(self.engine, StructuredEngine):

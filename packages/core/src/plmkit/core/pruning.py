@@ -52,12 +52,13 @@ class CubicScheduleConfig(MethodConfig):
                 f"got {self.initial_warmup}, {self.final_warmup}"
             )
 
-    def schedule(self) -> Callable[[int, int], float]:
-        """s(step, total_steps) for `SparsityScheduleCallback`."""
+    def schedule(self, initial: float | None = None, final: float | None = None) -> Callable[[int, int], float]:
+        """s(step, total_steps) for `SparsityScheduleCallback`: from `initial_sparsity` to `sparsity`, or between
+        other end points on the same warm-ups (a threshold schedule, for example)."""
         return functools.partial(
             cubic_sparsity,
-            final_sparsity=self.sparsity,
-            initial_sparsity=self.initial_sparsity,
+            final_sparsity=self.sparsity if final is None else final,
+            initial_sparsity=self.initial_sparsity if initial is None else initial,
             initial_warmup=self.initial_warmup,
             final_warmup=self.final_warmup,
         )

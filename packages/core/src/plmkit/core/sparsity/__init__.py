@@ -34,7 +34,7 @@ from plmkit.core.sparsity.masks import (
     validate_sparsity,
 )
 from plmkit.core.sparsity.report import format_report, sparsity_report
-from plmkit.core.sparsity.schedule import SparsityScheduleCallback, cubic_sparsity, cubic_sparsity_steps
+from plmkit.core.sparsity.schedule import SparsityScheduleCallback, cubic_sparsity, cubic_sparsity_steps, masked_sparsity
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -58,6 +58,7 @@ __all__ = [
     "load_compacted",
     "mask_linears",
     "masked_layers",
+    "masked_sparsity",
     "num_pruned",
     "set_sparsity",
     "set_threshold",

@@ -11,9 +11,11 @@ from typing import Any, Literal
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from plmkit.core.sparsity.layers import Ranking, set_sparsity, set_threshold
+import torch
 
-__all__ = ["cubic_sparsity", "cubic_sparsity_steps", "SparsityScheduleCallback"]
+from plmkit.core.sparsity.layers import Ranking, masked_layers, set_sparsity, set_threshold
+
+__all__ = ["cubic_sparsity", "cubic_sparsity_steps", "masked_sparsity", "SparsityScheduleCallback"]
 
 
 def cubic_sparsity_steps(
@@ -65,6 +67,9 @@ class SparsityScheduleCallback(TrainerCallback):
     the PST and movement-pruning loops, so the next forward and any evaluation use the new masks. With
     ``quantity="threshold"`` the value is the threshold of threshold-mode layers (soft movement pruning).
 
+    The final train metrics (and so a run's metrics.json) get ``train_masked_sparsity``: the fraction of zeros the
+    masks actually hold over every masked matrix, whatever the schedule asked for.
+
     Example: ``SparsityScheduleCallback(functools.partial(cubic_sparsity, final_sparsity=0.9))``.
     """
 
@@ -101,3 +106,19 @@ class SparsityScheduleCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._apply(state, kwargs.get("model"))
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+        **kwargs: Any
+    ) -> None:
+        if logs is not None and "train_runtime" in logs and kwargs.get("model") is not None:
+            logs["train_masked_sparsity"] = masked_sparsity(kwargs["model"])
+
+
+@torch.no_grad()
+def masked_sparsity(model: nn.Module) -> float:
+    """Fraction of zeros in the current masks of every MaskedLinear of ``model`` (0.0 when there is none)."""
+    layers = [layer for _, layer in masked_layers(model)]
+    total = sum(layer.weight.numel() for layer in layers)
+    zeros = sum(int((layer.mask() == 0).sum()) for layer in layers)
+    return zeros / total if total else 0.0
