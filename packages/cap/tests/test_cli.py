@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from plmkit.cap import CAPMethod
 from plmkit.core.cli import main
 from plmkit.core.run import evaluate_run, load_run
 from plmkit.core.sparsity import MaskedLinear, load_compacted, masked_layers
@@ -88,13 +89,25 @@ def test_cap_soft_as_the_reference_with_teacher_trained_first(files, tmp_path):
         torch.testing.assert_close(dense(input_ids=_ids()).logits, model(input_ids=_ids()).logits, atol=1e-5, rtol=0)
 
 
-def test_cap_f_prunes_iteratively_and_compacts(files, teacher, tmp_path):
+def test_cap_f_prunes_iteratively_and_compacts(files, teacher, tmp_path, monkeypatch):
     run = tmp_path / "cap-f"
+    passes = []  # (banks holding representations, contrastive terms used) per importance batch
+    full_loss = CAPMethod.full_loss
+
+    def spy(self, model, batch, with_banks=True):  # noqa: ANN001, ANN202
+        passes.append((sum(len(b) > 0 for b in self.banks.values()), with_banks))
+        return full_loss(self, model, batch, with_banks)
+
+    monkeypatch.setattr(CAPMethod, "full_loss", spy)
     metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-f", "--method.sparsity", "0.5",
                      "--method.teacher", str(teacher), "--method.bank_storage", "disk",
                      "--method.bank_dir", str(tmp_path / "banks"))
     banks = json.loads((run / "cap_banks.json").read_text())
     assert banks["snapshots"]["representations"] == 4 and "disk" in banks["snapshots"]["storage"]
+    # As the reference: the first importance pass sees no bank (the teacher's is attached after it), later ones all.
+    first = passes[: len(passes) // 5]
+    assert first and all(n == 1 and not used for n, used in first)
+    assert all(used for _, used in passes[len(first):])
     model, _, method, _ = load_run(run)
     masks = method.engine.masks
     assert masks.head_mask.sum() == 4 and masks.neuron_mask.sum() == 64

@@ -102,8 +102,9 @@ class CAPMethod(Method):
         c = self.config
         return c.distill_weight > 0 or "finetuned" in c.banks["unsupervised"] + c.banks["supervised"]
 
-    def cap_terms(self, model: nn.Module, inputs: dict[str, Any], outputs: Any) -> torch.Tensor:
-        """(w_ce - 1) L_task + w_kd KD + sum_banks (w_u L_unsup + w_s L_sup) + lambda_t L_reg (spec cap.md 2.1)."""
+    def cap_terms(self, model: nn.Module, inputs: dict[str, Any], outputs: Any, with_banks: bool = True) -> torch.Tensor:
+        """(w_ce - 1) L_task + w_kd KD + sum_banks (w_u L_unsup + w_s L_sup) + lambda_t L_reg (CAP, Sec. 3);
+        ``with_banks=False`` leaves out the contrastive terms."""
         c = self.config
         assert self.tap is not None
         anchors = self.tap.pop()
@@ -114,7 +115,7 @@ class CAPMethod(Method):
             total = total + c.distill_weight * distillation_loss(outputs.logits, teacher_logits, c.distill_temperature)
         if isinstance(self.engine, UnstructuredEngine) and (weight := self.engine.regularizer_weight()) > 0:
             total = total + weight * soft_movement_regularizer(model)
-        if self.index is None or self.labels is None:
+        if not with_banks or self.index is None or self.labels is None:
             return total
         rows, labels = self.index.lookup(inputs), inputs.get("labels")
         chosen = c.banks
@@ -133,10 +134,10 @@ class CAPMethod(Method):
                 total = total + c.supervised_weight * s_term
         return total
 
-    def full_loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        """The whole CAP loss of one batch (CAP-f's importance is measured with it, spec cap.md 2.6 q6)."""
+    def full_loss(self, model: nn.Module, batch: dict[str, Any], with_banks: bool = True) -> torch.Tensor:
+        """The whole CAP loss of one batch (CAP-f's importance is measured with it, as the reference's run_glue.py)."""
         outputs = model(**batch)
-        return outputs.loss + self.cap_terms(model, batch, outputs)
+        return outputs.loss + self.cap_terms(model, batch, outputs, with_banks)
 
     # -- banks ------------------------------------------------------------------------------------------------
     def begin(self, args: TrainingArguments, model: nn.Module, train_dataloader: Any) -> None:
@@ -218,7 +219,10 @@ class CAPMethod(Method):
         loader = DataLoader(train_dataloader.dataset, batch_size=train_dataloader.batch_size or 1, shuffle=False,
                             collate_fn=train_dataloader.collate_fn)
         batches = islice(loader, c.importance_batches) if c.importance_batches else loader
-        heads, neurons = self.engine.importance(model, batches, self.full_loss)
+        # The reference attaches the banks to the model only after the first importance pass: task loss and KD only.
+        heads, neurons = self.engine.importance(
+            model, batches, lambda m, batch: self.full_loss(m, batch, with_banks=iteration > 0)
+        )
         keep = self.engine.masks_at(heads, neurons, sparsity)
         self.snapshot(model, first=iteration == 0)
         self.engine.set_masks(*keep)
