@@ -4,9 +4,9 @@ claim in a README follows (`paired_verdict`)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -58,6 +58,24 @@ def test_flags_override_the_file_and_method_options_are_typed(tmp_path):
     assert cfg.method_options == {"sparsity": 0.7, "rank": 16, "train_head": True}
 
 
+def test_command_line_data_source_replaces_the_files_source_and_back(tmp_path):
+    builtin = _yaml(tmp_path, {"model_name_or_path": "tiny-bert", "data": "rt-polarity", "method": {"name": "toy"}})
+    cfg = parse_experiment([builtin, "--train_file", "mine.csv", "--validation_file", "dev.csv"])
+    assert cfg.data.data is None and cfg.data.train_file == "mine.csv" and cfg.data.validation_file == "dev.csv"
+    files = tmp_path / "files.yaml"
+    files.write_text(yaml.safe_dump({"train_file": "a.csv", "test_file": "b.csv", "method": "toy"}))
+    cfg = parse_experiment([str(files), "--data", "trec"])
+    assert cfg.data.data == "trec" and cfg.data.train_file is None and cfg.data.test_file is None
+
+
+def test_another_method_on_the_command_line_drops_the_files_method_options(tmp_path):
+    path = _yaml(tmp_path, {"data": "rt-polarity", "method": {"name": "toy", "sparsity": 0.7, "rank": 4}})
+    cfg = parse_experiment([path, "--method", "finetune"])
+    assert cfg.method_name == "finetune" and cfg.method_options == {}
+    cfg = parse_experiment([path, "--method", "toy", "--method.rank", "2"])  # same method: options merge
+    assert cfg.method_options == {"sparsity": 0.7, "rank": 2}
+
+
 def test_method_from_flags_only():
     cfg = parse_experiment(["--data", "rt-polarity", "--method", "toy", "--method.sparsity", "0.9"])
     assert cfg.method_name == "toy" and cfg.method_options == {"sparsity": 0.9}

@@ -13,6 +13,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
+from plmkit.core.models import load_model
 from plmkit.core.pruning import PruningMethod
 from plmkit.core.sparsity import cubic_sparsity, masked_layers, set_sparsity
 from plmkit.core.testing import tiny_model
@@ -32,7 +33,7 @@ def test_schedule_matches_the_reference_at_the_boundaries_and_midpoint(total):
 @pytest.mark.parametrize("kind", ["bert", "roberta", "xlmr"])
 def test_encoders_get_six_pst_linears_per_layer_and_only_pst_tensors_train(kind):
     model, _ = tiny_model(kind)
-    model = PSTMethod(sparsity=0.5).prepare_model(model)
+    model = PSTMethod(sparsity=0.5, train_head="false").prepare_model(model)
     layers = pst_layers(model)
     assert len(layers) == 6 * model.config.num_hidden_layers
     assert all(".encoder.layer." in name for name, _ in layers)
@@ -40,11 +41,24 @@ def test_encoders_get_six_pst_linears_per_layer_and_only_pst_tensors_train(kind)
     assert trainable == set("UVABRC")
 
 
-def test_train_head_adds_pooler_and_classifier():
-    model, _ = tiny_model("bert")
-    model = PSTMethod(train_head=True).prepare_model(model)
-    extra = {n for n, p in model.named_parameters() if p.requires_grad and n.rsplit(".", 1)[-1] not in set("UVABRC")}
-    assert extra == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
+def _head_trained(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad and n.rsplit(".", 1)[-1] not in set("UVABRC")}
+
+
+@pytest.mark.parametrize("train_head", [True, "true", "auto"])
+def test_a_new_head_trains_by_default_and_on_request(train_head):
+    model, _ = tiny_model("bert")  # built from a config: every parameter is new, the head included
+    model = PSTMethod(train_head=train_head).prepare_model(model)
+    assert _head_trained(model) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight",
+                                    "classifier.bias"}
+
+
+def test_a_loaded_head_stays_as_the_reference_leaves_it(tmp_path):
+    trained, tokenizer = tiny_model("bert")
+    trained.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, _ = load_model(str(tmp_path))  # classifier loaded from the folder: not new
+    assert not PSTMethod().trains_head(model) and not _head_trained(PSTMethod().prepare_model(model))
 
 
 def test_step_zero_equals_magnitude_pruning():

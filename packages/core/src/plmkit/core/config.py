@@ -174,6 +174,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+_BUILTIN_SOURCE = ("data",)
+_FILE_SOURCE = ("train_file", "validation_file", "test_file", "glue_dir")
+
+
+def _without_overridden_sources(file_cfg: dict[str, Any], flags: list[str]) -> dict[str, Any]:
+    """Flags override the file, also across data sources: `--train_file` on the command line replaces the file's
+    builtin `data`, and `--data` replaces the file's data files."""
+    given = {f[2:].split("=", 1)[0] for f in flags if f.startswith("--")}
+    if given & set(_FILE_SOURCE):
+        return {k: v for k, v in file_cfg.items() if k not in _BUILTIN_SOURCE}
+    if given & set(_BUILTIN_SOURCE):
+        return {k: v for k, v in file_cfg.items() if k not in _FILE_SOURCE}
+    return file_cfg
+
+
 def parse_experiment(argv: list[str]) -> ExperimentConfig:
     """Parse `[CONFIG.yaml] [--flags]` into an ExperimentConfig (flags override the file)."""
     file_cfg: dict[str, Any] = {}
@@ -191,6 +206,9 @@ def parse_experiment(argv: list[str]) -> ExperimentConfig:
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown} (see `plmkit train --help` for the valid ones)")
     rest, flag_name, flag_options = split_method_flags(argv)
+    file_cfg = _without_overridden_sources(file_cfg, rest)
+    if flag_name is not None and flag_name != method_cfg.get("name", flag_name):
+        method_cfg = {}  # another method on the command line: the file's options were for the file's method
     parser.set_defaults(**file_cfg)
     if "output_dir" not in file_cfg and "--output_dir" not in " ".join(rest):
         parser.set_defaults(output_dir="outputs/run")

@@ -42,6 +42,7 @@ __all__ = [
     "ALIASES",
     "TASKS",
     "ModelNotFoundError",
+    "fresh_parameters",
     "hub_reachable",
     "load_model",
     "load_tokenizer",
@@ -215,11 +216,21 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
         raise _not_found(name_or_path) from err
 
 
+FRESH_PARAMETERS = "plmkit_fresh_parameters"
+
+
+def fresh_parameters(model: torch.nn.Module) -> frozenset[str]:
+    """Names of the parameters `load_model` initialised instead of loading (a new task head, or every parameter of a
+    model built from a config); empty for models that did not come from `load_model`."""
+    return getattr(model, FRESH_PARAMETERS, frozenset())
+
+
 def load_model(
     name_or_path: str,
     task: str = "sequence-classification",
     num_labels: int | None = None,
     seed: int = 0,
+    dtype: str | torch.dtype = "float32",
     **overrides: Any,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model and its tokenizer.
@@ -229,7 +240,12 @@ def load_model(
         task: one of `TASKS` (which Auto class builds the head).
         num_labels: size of the classification head, for classification tasks.
         seed: initialises random weights (tiny models, fresh heads) reproducibly.
+        dtype: the parameters' dtype. float32 by default whatever the checkpoint stores: transformers 5 loads a
+            checkpoint in its saved dtype, and training a bf16/fp16 checkpoint in half precision gives NaN
+            gradients (mixed precision comes from autocast, `--bf16`). "auto" keeps the stored dtype.
         overrides: config attributes to set (e.g. `hidden_dropout_prob=0.0`, `id2label={...}`).
+
+    The names of the parameters that were initialised rather than loaded are kept (see `fresh_parameters`).
     """
     model_cls = _model_class(task)
     if num_labels is not None:
@@ -241,17 +257,24 @@ def load_model(
         if alias is not None and alias.config is not None:
             config = alias.config(vocab_size=len(tokenizer), **overrides)
             model = model_cls.from_config(config)
+            fresh = frozenset(n for n, _ in model.named_parameters())
+            if dtype != "auto":
+                model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         else:
             path = resolve_model_path(name_or_path)
             if not Path(path).is_dir() and alias is None and Path(path).exists():
                 raise ModelNotFoundError(f"{path!r} is a file; expected a model folder, an alias or a hub id")
             try:
                 config = AutoConfig.from_pretrained(path, **overrides, **_hub_kwargs(path))
-                model = model_cls.from_pretrained(path, config=config, **_hub_kwargs(path))
+                model, info = model_cls.from_pretrained(
+                    path, config=config, dtype=dtype, output_loading_info=True, **_hub_kwargs(path)
+                )
             except OSError as err:
                 raise _not_found(name_or_path) from err
+            fresh = frozenset(info.get("missing_keys", ()))
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    setattr(model, FRESH_PARAMETERS, fresh)
     return model, tokenizer

@@ -15,7 +15,8 @@ class PSTConfig(CubicScheduleConfig):
     """Parameter-efficient Sparse Training: which layers, the PST factors, the cubic sparsity schedule.
 
     Defaults are the reference's (r1 = r2 = 8, alpha1 = alpha2 = beta = 1, final sparsity 0.9, t_i = 0.1,
-    t_f = 0.3, task head left untrained).
+    t_f = 0.3), except that a newly initialised task head trains (the reference never trains the head, which leaves
+    a new task's random classifier random; ``train_head=false`` restores that).
     """
 
     rank_uv: int = field(default=8, metadata={"help": "rank r1 of the weight update U V"})
@@ -23,9 +24,10 @@ class PSTConfig(CubicScheduleConfig):
     alpha1: float = field(default=1.0, metadata={"help": "weight of the low-rank score A B"})
     alpha2: float = field(default=1.0, metadata={"help": "weight of the row/column score R 1^T + 1 C^T"})
     beta: float = field(default=1.0, metadata={"help": "scale of the weight update U V"})
-    train_head: bool = field(
-        default=False,
-        metadata={"help": "also train the task head (pooler, classifier); the reference leaves it at its initialisation"},
+    train_head: str = field(
+        default="auto",
+        metadata={"help": "also train the task head (pooler, classifier): auto = when it is newly initialised (a "
+                          "new task); true; false = the reference, which leaves the head as loaded"},
     )
     split_fused_qkv: bool = field(
         default=True,
@@ -36,8 +38,15 @@ class PSTConfig(CubicScheduleConfig):
         metadata={"help": "comma-separated fnmatch patterns of the linear layers to prune; empty = transformer blocks"},
     )
 
+    def __post_init__(self) -> None:
+        if isinstance(self.train_head, bool):  # YAML `train_head: true`
+            self.train_head = str(self.train_head).lower()
+        super().__post_init__()
+
     def validate(self) -> None:
         super().validate()
+        if self.train_head not in ("auto", "true", "false"):
+            raise MethodError(f"train_head must be auto, true or false, got {self.train_head!r}")
         for name in ("rank_uv", "rank_score"):
             if getattr(self, name) < 1:
                 raise MethodError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -2,8 +2,9 @@
 
     plmkit train packages/pst/configs/rt_polarity.yaml --method.sparsity 0.9
 
-prepare_model  swaps the target linears for PSTLinear and freezes everything else (the head too, unless
-               ``train_head``), so the optimizer only ever sees U, V, A, B, R, C (spec pst.md 1.1, training loop)
+prepare_model  swaps the target linears for PSTLinear and freezes everything else, so the optimizer only sees
+               U, V, A, B, R, C (as the reference's training loop), plus the task head when it is new
+               (``train_head=auto``; the reference never trains it)
 callbacks      the core's cubic schedule after every optimizer step, and the trainable-parameter report
 export         merges M * (W0 + beta U V) into plain weights (the core's ``export_dense``)
 """
@@ -18,6 +19,7 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
+from plmkit.core.models import fresh_parameters
 from plmkit.core.sparsity import (
     DEFAULT_TARGETS,
     SparsityScheduleCallback,
@@ -77,11 +79,17 @@ class PSTMethod(Method):
         for _, layer in pst_layers(model):
             for p in (layer.U, layer.V, layer.A, layer.B, layer.R, layer.C):
                 p.requires_grad_(True)
-        if self.config.train_head:
+        if self.trains_head(model):
             head = set(head_parameter_names(model))
             for name, p in model.named_parameters():
                 if name in head:
                     p.requires_grad_(True)
+
+    def trains_head(self, model: nn.Module) -> bool:
+        """``train_head``: true, false, or auto = when any head parameter was initialised instead of loaded."""
+        if self.config.train_head == "auto":
+            return bool(fresh_parameters(model) & set(head_parameter_names(model)))
+        return self.config.train_head == "true"
 
     def callbacks(self) -> list[TrainerCallback]:
         return [SparsityScheduleCallback(self.config.schedule()), ParameterReportCallback()]

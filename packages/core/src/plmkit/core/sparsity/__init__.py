@@ -34,7 +34,12 @@ from plmkit.core.sparsity.masks import (
     validate_sparsity,
 )
 from plmkit.core.sparsity.report import format_report, sparsity_report
-from plmkit.core.sparsity.schedule import SparsityScheduleCallback, cubic_sparsity, cubic_sparsity_steps, masked_sparsity
+from plmkit.core.sparsity.schedule import (
+    SparsityScheduleCallback,
+    cubic_sparsity,
+    cubic_sparsity_steps,
+    masked_sparsity,
+)
 
 __all__ = [
     "DEFAULT_TARGETS",

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-
-import torch
 
 from plmkit.core.sparsity.layers import Ranking, masked_layers, set_sparsity, set_threshold
 
