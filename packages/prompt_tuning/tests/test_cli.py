@@ -69,9 +69,27 @@ def test_bad_options_are_explained(options, message):
         build_method("cp_tuning", options)
 
 
-def test_prompt_tuning_needs_label_words():
-    with pytest.raises(MethodError, match="label_words"):
-        build_method("prompt_tuning", {})
+@pytest.mark.parametrize("method", ["prompt_tuning", "upt"])
+def test_label_names_serve_as_label_words_when_each_is_one_token(tmp_path, method, capsys):
+    folder = tmp_path / "named"
+    folder.mkdir()
+    for split, ds in tiny_dataset(64, 32, 2).items():  # labels named by words of the tiny vocabulary
+        rows = [{"text": r["text"], "label": ["bad", "good"][r["label"]]} for r in ds]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = _train(folder, tmp_path / "run", "--method", method)
+    assert "label words: the label names ['bad', 'good']" in capsys.readouterr().err
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "upt"])
+def test_label_names_of_several_tokens_ask_for_label_words(tmp_path, method, capsys):
+    rows = [{"text": "a good film", "label": "zebra"}, {"text": "a bad film", "label": "yak"}] * 4
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["train", "--model_name_or_path", "tiny-bert", "--train_file", str(tmp_path / "train.jsonl"),
+                 "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--report_to", "none",
+                 "--method", method]) == 2
+    err = capsys.readouterr().err
+    assert "label names are used as label words, but 'yak' is" in err and "--method.label_words" in err
 
 
 @pytest.mark.slow

@@ -182,8 +182,7 @@ def test_self_ensemble_samples_prompts_in_training_and_averages_them_in_eval():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({}, "needs --method.label_words"),
-        ({"label_words": "good"}, "needs --method.label_words"),
+        ({"label_words": "good"}, "one word per label"),
         ({"label_words": "a,b", "self_ensemble": 9}, "self_ensemble must be"),
         ({"label_words": "a,a"}, "repeat a word"),
         ({"label_words": "a,b", "prompt": "It is ."}, "exactly one"),

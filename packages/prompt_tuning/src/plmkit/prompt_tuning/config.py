@@ -91,13 +91,10 @@ class PromptTuningConfig(PromptConfig):
     )
     num_prompt_tokens: int = field(default=0, metadata={"help": "trainable prompt tokens per {prompt} (0: manual template)"})
     label_words: str = field(
-        default="", metadata={"help": "comma-separated verbalizer: one single-token word per label, in label order"}
+        default="",
+        metadata={"help": "comma-separated verbalizer: one single-token word per label, in label order; empty = the "
+                          "label names, when each is one token"},
     )
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.words():
-            raise MethodError("prompt_tuning needs --method.label_words: one word per label, comma-separated (e.g. 'terrible,great')")
 
     def words(self) -> list[str]:
         return [w.strip() for w in self.label_words.split(",") if w.strip()]
@@ -125,7 +122,7 @@ class UPTConfig(MethodConfig):
         default="",
         metadata={"help": "comma-separated label words of the target, in label order; 'a|b' gives UPT-SE variants "
                           "alternatives (variant j takes alternative j mod count). Multi-token words are scored by "
-                          "their first sub-token"},
+                          "their first sub-token. Empty = the label names, when each is one token"},
     )
     prompt: str = field(default="It is {mask} .", metadata={"help": "the prompt P, with exactly one {mask}"})
     options: str = field(default="Is it {options} ?", metadata={"help": "the options expression O; {options} lists every label word"})
@@ -161,9 +158,9 @@ class UPTConfig(MethodConfig):
         if self.ksmlm_share > 0 and self.sources and not self.okr:
             raise MethodError("KSMLM (ksmlm_share > 0) needs --method.okr, a repository from `plmkit-upt build-okr`; "
                               "or pass --method.ksmlm_share 0 for UPT without KSMLM")
-        if not self.sources:
+        if not self.sources and self.words():
             if len(self.words()) < 2:
-                raise MethodError("upt needs --method.label_words: one word per label, comma-separated (e.g. 'terrible,great')")
+                raise MethodError("--method.label_words needs one word per label, comma-separated (e.g. 'terrible,great')")
             for template, words in zip(*self.pov(), strict=True):
                 parse_template(template, 0)
                 if len(set(words)) != len(words):
@@ -175,12 +172,14 @@ class UPTConfig(MethodConfig):
         """Each label's alternatives: 'terrible|bad,great|good' -> [['terrible', 'bad'], ['great', 'good']]."""
         return [[a.strip() for a in w.split("|") if a.strip()] for w in self.label_words.split(",") if w.strip()]
 
-    def pov(self) -> tuple[list[str], list[list[str]]]:
-        """The POV templates and their label words: one (plain UPT) or `self_ensemble` variants (UPT-SE)."""
+    def pov(self, label_words: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+        """The POV templates and their label words: one (plain UPT) or `self_ensemble` variants (UPT-SE).
+        `label_words` (one per label) stand in for an empty `--method.label_words`."""
         variants = SELF_ENSEMBLE_PROMPTS[: self.self_ensemble] if self.self_ensemble else ((self.prompt, self.options),)
+        alternatives = self.words() or [[w] for w in label_words or []]
         templates, label_words = [], []
         for j, (prompt, expression) in enumerate(variants):
-            words = [alts[j % len(alts)] for alts in self.words()]
+            words = [alts[j % len(alts)] for alts in alternatives]
             templates.append(pov_template(words, prompt, expression, self.pair))
             label_words.append(words)
         return templates, label_words

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import sys
 from typing import Any
 
 from torch import nn
@@ -70,18 +72,31 @@ class PromptCallback(TrainerCallback):
         self._refresh(args, model, train_dataloader)
 
 
+def label_names(model: nn.Module) -> list[str]:
+    """The task's label names in label order, to serve as label words when none are given (the tokenizer check that
+    each is one token happens in `PromptModel.bind_tokenizer`)."""
+    config = model.config
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    if all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        raise MethodError("the task's labels have no names to use as label words: pass --method.label_words, one "
+                          "word per label in label order (e.g. 'terrible,great')")
+    print(f"[plmkit.prompt_tuning] label words: the label names {names}", file=sys.stderr, flush=True)
+    return names
+
+
 class _PromptMethod(Method):
     objective = ""
 
-    def _model_options(self) -> dict[str, Any]:
+    def _model_options(self, model: nn.Module) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         if isinstance(model, PromptModel):
             if model.config.objective == self.objective:
                 return model  # a saved run of this method, with its own prompt settings
-            return model.for_objective(self.objective, **self._model_options())
-        return PromptModel.from_backbone(model, load_masked_lm(model), objective=self.objective, **self._model_options())
+            return model.for_objective(self.objective, **self._model_options(model))
+        options = self._model_options(model)
+        return PromptModel.from_backbone(model, load_masked_lm(model), objective=self.objective, **options)
 
     def callbacks(self) -> list[TrainerCallback]:
         return [PromptCallback()]
@@ -99,8 +114,8 @@ class CPTuningMethod(_PromptMethod):
     config_class = CPTuningConfig
     objective = "contrastive"
 
-    def _model_options(self) -> dict[str, Any]:
-        options = super()._model_options()
+    def _model_options(self, model: nn.Module) -> dict[str, Any]:
+        options = super()._model_options(model)
         options.pop("balanced_batches")
         return options
 
@@ -112,9 +127,10 @@ class PromptTuningMethod(_PromptMethod):
     config_class = PromptTuningConfig
     objective = "verbalizer"
 
-    def _model_options(self) -> dict[str, Any]:
-        options = super()._model_options()
-        options["label_words"] = self.config.words()
+    def _model_options(self, model: nn.Module) -> dict[str, Any]:
+        options = super()._model_options(model)
+        options["label_words"] = self.config.words() or label_names(model)
+        options["label_words_from_names"] = not self.config.words()
         return options
 
 
@@ -134,21 +150,23 @@ class UPTMethod(_PromptMethod):
         super().__init__(config, **options)
         self.stage1_tasks: tuple[list[str], list[list[str]], int] | None = None  # templates, label words, KSMLM index
 
-    def _model_options(self) -> dict[str, Any]:
+    def _model_options(self, model: nn.Module) -> dict[str, Any]:
+        from_names = self.stage1_tasks is None and not self.config.words()
         if self.stage1_tasks is not None:
             templates, words, ksmlm_task = self.stage1_tasks
         else:
-            (templates, words), ksmlm_task = self.config.pov(), -1
+            (templates, words), ksmlm_task = self.config.pov(label_names(model) if from_names else None), -1
         return dict(
             template=templates[0], num_prompt_tokens=0, max_length=self.config.max_length, templates=templates,
             template_label_words=words, ksmlm_task=ksmlm_task, ksmlm_weight=self.config.ksmlm_weight if ksmlm_task >= 0 else 0.0,
+            label_words_from_names=from_names,
         )
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         if self.config.sources and self.stage1_tasks is None:
             raise MethodError("--method.sources is for stage 1, which runs as `plmkit-upt stage1 CONFIG`; stage 2 "
                               "(plmkit train --method upt) takes the stage-1 folder as --model_name_or_path instead")
-        options = self._model_options()
+        options = self._model_options(model)
         if not isinstance(model, PromptModel):
             model = PromptModel.from_backbone(model, load_masked_lm(model), objective=self.objective, **options)
         elif len(model.prompt_embeddings):

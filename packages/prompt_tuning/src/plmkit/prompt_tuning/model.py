@@ -56,6 +56,19 @@ OBJECTIVES = ("contrastive", "verbalizer", "upt")
 NO_WORD = -1.0e4  # upt: the logit of a padded candidate slot (rows with fewer label words than the widest task)
 
 
+def _check_single_tokens(words: list[str], tokenizer: PreTrainedTokenizerBase, from_names: bool = True) -> list[int]:
+    """The token id of each word (as it follows a space), or a one-line error when one is several tokens."""
+    ids = []
+    for word in words:
+        pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            given = "the label names are used as label words, but" if from_names else "label word"
+            raise MethodError(f"{given} {word!r} is {len(pieces)} tokens for this tokenizer: pass "
+                              f"--method.label_words with one single-token word per label, in label order")
+        ids.append(pieces[0])
+    return ids
+
+
 class PromptModelConfig(PretrainedConfig):
     """The backbone's config (as a dict) plus the prompt settings. Token ids (template literals, special tokens,
     label words) are filled in by `PromptModel.bind_tokenizer` and saved with the model."""
@@ -77,6 +90,7 @@ class PromptModelConfig(PretrainedConfig):
         mlm_probability: float = 0.15,
         prediction: str = "nearest",
         label_words: list[str] | None = None,
+        label_words_from_names: bool = False,
         num_anchors: int = 0,
         template_ids: list[int] | None = None,
         special_ids: dict[str, int] | None = None,
@@ -102,6 +116,7 @@ class PromptModelConfig(PretrainedConfig):
         self.mlm_probability = mlm_probability
         self.prediction = prediction
         self.label_words = label_words or []
+        self.label_words_from_names = label_words_from_names  # taken from the label names: each must be one token
         self.num_anchors = num_anchors
         self.template_ids = template_ids
         self.special_ids = special_ids
@@ -254,13 +269,10 @@ class PromptModel(PreTrainedModel):
             words = self.config.label_words
             if len(words) != self.config.num_labels:
                 raise MethodError(f"label_words has {len(words)} word(s) {words}, the task has {self.config.num_labels} labels")
-            word_ids = []
-            for word in words:
-                pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-                if len(pieces) != 1:
-                    raise MethodError(f"label word {word!r} is {len(pieces)} tokens for this tokenizer; use single-token words")
-                word_ids.append(pieces[0])
+            word_ids = _check_single_tokens(words, tokenizer, self.config.label_words_from_names)
         if self.config.objective == "upt":
+            if self.config.label_words_from_names:
+                _check_single_tokens(self.config.template_label_words[0], tokenizer)
             self._bind_pov(tokenizer)
             word_ids = self.config.template_label_word_ids[0]
         self.config.special_ids = specials
