@@ -108,7 +108,7 @@ def test_verbalizer_objective_scores_label_words():
 def test_unusable_models_and_words_are_explained():
     model, tok = tiny_model("bert")
     prompt = PromptTuningMethod(label_words="bad,zzzq").prepare_model(model)
-    with pytest.raises(MethodError, match="single-token words"):
+    with pytest.raises(MethodError, match="one single-token word per label"):
         prompt.bind_tokenizer(tok)
     unbound = CPTuningMethod().prepare_model(tiny_model("bert")[0])
     with pytest.raises(MethodError, match="bind_tokenizer"):
