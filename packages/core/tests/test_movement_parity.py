@@ -55,6 +55,7 @@ def trained(golden, tmp_path_factory):
     steps, warmup = int(meta["steps"]), int(meta["warmup_steps"])
     config = PruningConfig(
         scorer="movement",
+        scores_init="zeros",
         sparsity=1.0 - float(meta["final_threshold"]),
         initial_warmup=int(meta["initial_warmup"]) * warmup / steps,
         final_warmup=int(meta["final_warmup"]) * warmup / steps,

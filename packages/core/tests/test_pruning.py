@@ -111,8 +111,10 @@ def _signal_data(n: int, seed: int):  # noqa: ANN202
     return Dataset.from_dict({"x": x.tolist(), "labels": labels.tolist()})
 
 
-@pytest.mark.parametrize("scorer, expected", [("movement", (1.0, 1.0)), ("magnitude", (0.0, 0.25))])
-def test_movement_scores_find_the_weights_that_carry_the_signal(tmp_path, scorer, expected):
+@pytest.mark.parametrize("scorer, init, expected", [
+    ("movement", "zeros", (1.0, 1.0)), ("movement", "magnitude", (1.0, 1.0)), ("magnitude", "zeros", (0.0, 0.25)),
+])
+def test_movement_scores_find_the_weights_that_carry_the_signal(tmp_path, scorer, init, expected):
     """Regression test of the whole movement path (scores, their STE gradient, their optimizer group, the
     schedule): the 8 weights on the signal inputs (2 rows x 4) must be exactly the 8 kept at 87.5% sparsity,
     although they are the smallest at the start; magnitude pruning keeps the large noise weights instead."""
@@ -122,7 +124,7 @@ def test_movement_scores_find_the_weights_that_carry_the_signal(tmp_path, scorer
 
     torch.manual_seed(0)
     model = _SignalColumns()
-    method = PruningMethod(PruningConfig(scorer=scorer, sparsity=0.875, scores_learning_rate=1e-2))
+    method = PruningMethod(PruningConfig(scorer=scorer, sparsity=0.875, scores_learning_rate=1e-2, scores_init=init))
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=200, per_device_train_batch_size=32, learning_rate=1e-3,
         report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True, dataloader_pin_memory=False,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from plmkit.core.pruning import CubicScheduleConfig
+from plmkit.core.pruning import MovementScoresConfig
 from plmkit.core.training import MethodError
 
 __all__ = ["BANKS", "ENGINES", "CAPConfig"]
@@ -29,7 +29,7 @@ def _bank_list(value: str, option: str) -> tuple[str, ...]:
 
 
 @dataclass
-class CAPConfig(CubicScheduleConfig):
+class CAPConfig(MovementScoresConfig):
     """Contrastive Pruning: a pruning engine plus contrastive terms against representation banks and KD.
 
     Loss (spec cap.md 2.1): w_ce L_task + w_kd T^2 KL(teacher || student) + sum over banks of
@@ -53,7 +53,6 @@ class CAPConfig(CubicScheduleConfig):
         default=0.3,
         metadata={"help": "fraction of the final steps at the final value (reference: 3 x warmup_steps, ~0.3 on QQP)"},
     )
-    scores_learning_rate: float = field(default=1e-2, metadata={"help": "learning rate of the movement scores"})
     soft_sparsity: str = field(
         default="target",
         metadata={"help": "cap-soft: target (reach `sparsity`: global top-k of the scores, L1 kept) or lambda (the "

@@ -61,11 +61,11 @@ class UnstructuredEngine:
 
     def prepare(self, model: nn.Module) -> None:
         c = self.config
-        if self.thresholded:
+        if self.thresholded:  # sigmoid thresholds: scores start at 0 (sigmoid 0.5), as the reference, whatever scores_init
             names = mask_linears(model, scorer="movement", mode="threshold", threshold=c.initial_threshold,
                                  sigmoid=True, min_kept_fraction=0.005)
         else:
-            names = mask_linears(model, scorer="movement", mode="topk")
+            names = mask_linears(model, scorer="movement", mode="topk", scores_init=c.initial_scores)
         if not names:
             raise MethodError(f"no prunable encoder linear layers found in {type(model).__name__}")
 

@@ -77,7 +77,7 @@ class CAPMethod(Method):
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
         if self.config.structured:
             return None
-        return movement_parameter_groups(model, self.config.scores_learning_rate)
+        return movement_parameter_groups(model, self.config.scores_learning_rate, self.config.scores_lr_schedule)
 
     def callbacks(self) -> list[TrainerCallback]:
         if isinstance(self.engine, StructuredEngine):

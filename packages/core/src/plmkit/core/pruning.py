@@ -27,7 +27,7 @@ from plmkit.core.sparsity import (
 )
 from plmkit.core.training import Method, MethodConfig, MethodError
 
-__all__ = ["CubicScheduleConfig", "PruningConfig", "PruningMethod", "movement_parameter_groups"]
+__all__ = ["CubicScheduleConfig", "MovementScoresConfig", "PruningConfig", "PruningMethod", "movement_parameter_groups"]
 
 
 @dataclass
@@ -65,27 +65,46 @@ class CubicScheduleConfig(MethodConfig):
 
 
 @dataclass
-class PruningConfig(CubicScheduleConfig):
-    """Magnitude (MaP) or movement (MvP) pruning of the block linears with the cubic sparsity schedule."""
+class MovementScoresConfig(CubicScheduleConfig):
+    """How movement scores start and learn (MvP here, CAP-m/CAP-soft in plmkit-cap)."""
 
-    scorer: str = field(default="movement", metadata={"help": "movement (MvP, trained scores) or magnitude (MaP, |W|)"})
-    ranking: str = field(default="layer", metadata={"help": "layer: top-k per matrix; global: one ranking for all"})
-    scores_learning_rate: float | None = field(
-        default=None, metadata={"help": "learning rate of movement scores (HF movement pruning: 1e-2); None = the model's"}
-    )
     scores_init: str = field(
-        default="zeros",
-        metadata={"help": "movement scores start as zeros (HF movement pruning) or magnitude (|W|: start from MaP's mask)"},
+        default="magnitude",
+        metadata={"help": "magnitude: scores start at |W| (the first masks are MaP's, movement re-ranks from there); "
+                          "zeros: the HF movement-pruning reference (all tied at 0, first masks near random)"},
+    )
+    scores_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "learning rate of the scores; None = the model's (the reference, with zeros: 1e-2)"},
     )
     scores_lr_schedule: str = field(
         default="shared",
-        metadata={"help": "shared: scores follow --lr_scheduler_type like the weights (HF); constant: no warm-up/decay"},
+        metadata={"help": "shared: scores follow --lr_scheduler_type like the weights (the reference); constant: no "
+                          "warm-up or decay for the scores"},
     )
 
     def validate(self) -> None:
         super().validate()
-        for name, allowed in (("scorer", ("movement", "magnitude")), ("ranking", ("layer", "global")),
-                              ("scores_init", ("zeros", "magnitude")), ("scores_lr_schedule", ("shared", "constant"))):
+        for name, allowed in (("scores_init", ("zeros", "magnitude")), ("scores_lr_schedule", ("shared", "constant"))):
+            if getattr(self, name) not in allowed:
+                raise MethodError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+
+    @property
+    def initial_scores(self) -> float | str:
+        """The `scores_init` argument of `MaskedLinear.from_linear`."""
+        return 0.0 if self.scores_init == "zeros" else "magnitude"
+
+
+@dataclass
+class PruningConfig(MovementScoresConfig):
+    """Magnitude (MaP) or movement (MvP) pruning of the block linears with the cubic sparsity schedule."""
+
+    scorer: str = field(default="movement", metadata={"help": "movement (MvP, trained scores) or magnitude (MaP, |W|)"})
+    ranking: str = field(default="layer", metadata={"help": "layer: top-k per matrix; global: one ranking for all"})
+
+    def validate(self) -> None:
+        super().validate()
+        for name, allowed in (("scorer", ("movement", "magnitude")), ("ranking", ("layer", "global"))):
             if getattr(self, name) not in allowed:
                 raise MethodError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
 
@@ -110,8 +129,7 @@ class PruningMethod(Method):
     config: PruningConfig
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        init = 0.0 if self.config.scores_init == "zeros" else "magnitude"
-        if not mask_linears(model, scorer=self.config.scorer, mode="topk", scores_init=init):
+        if not mask_linears(model, scorer=self.config.scorer, mode="topk", scores_init=self.config.initial_scores):
             raise MethodError(f"no prunable linear layers found in {type(model).__name__}")
         set_sparsity(model, self.config.initial_sparsity, self.config.ranking)
         return model
