@@ -90,3 +90,18 @@ def test_global_counts_exact_with_ties_and_at_zero():
     assert global_topk_counts(scores, 0.0) == [0, 0]
     with pytest.raises(ValueError, match=r"1\.0"):
         global_topk_counts(scores, 1.0)
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 50, 93, 100])
+def test_sort_and_topk_paths_prune_the_same_entries(count):
+    """The GPU path (full argsort) and the CPU path (top-k on the smaller side) give the same mask (distinct
+    scores), and both keep exact counts with ties."""
+    from plmkit.core.sparsity.masks import lowest_k_mask
+
+    scores = torch.randn(10, 10, generator=torch.Generator().manual_seed(count))
+    by_sort, by_topk = lowest_k_mask(scores, count, "sort"), lowest_k_mask(scores, count, "topk")
+    assert torch.equal(by_sort, by_topk) and int((by_sort == 0).sum()) == count
+    tied = torch.zeros(10, 10)
+    assert int((lowest_k_mask(tied, count, "sort") == 0).sum()) == count
+    with pytest.raises(ValueError, match="method must be"):
+        lowest_k_mask(scores, count, "heap")

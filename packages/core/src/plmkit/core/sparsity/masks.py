@@ -17,6 +17,7 @@ __all__ = [
     "topk_mask",
     "threshold_mask",
     "global_topk_counts",
+    "lowest_k_mask",
     "validate_sparsity",
     "num_pruned",
 ]
@@ -35,30 +36,43 @@ def num_pruned(numel: int, sparsity: float) -> int:
     return int(validate_sparsity(sparsity) * numel)
 
 
-class TopKBinarizer(torch.autograd.Function):
-    """Mask that zeroes exactly ``num_pruned`` lowest scores of one tensor and keeps the rest.
+def lowest_k_mask(scores: torch.Tensor, num_pruned: int, method: str = "auto") -> torch.Tensor:
+    """0/1 mask (scores' dtype and shape) zeroing exactly the ``num_pruned`` lowest scores (ties broken arbitrarily).
 
-    ``topk`` runs on whichever side is smaller (the pruned or the kept entries), so there is no full sort, and
-    scattering its indices gives an exact count even when scores tie (ties are broken arbitrarily, unlike the
-    reference's argsort). ``num_pruned`` may equal numel, since global ranking can empty a whole matrix.
-    Use :func:`topk_mask` to give a sparsity instead of a count.
+    ``method``: ``"topk"`` runs ``torch.topk`` on whichever side is smaller (the pruned or the kept entries), with
+    no full sort: the fast choice on CPU. ``"sort"`` takes the first ``num_pruned`` indices of a full ``argsort``
+    (the reference's way): a GPU sorts a few million scores faster than ``topk`` selects 10% of them. ``"auto"``
+    picks ``"sort"`` on CUDA tensors and ``"topk"`` elsewhere.
+    """
+    flat = scores.reshape(-1)
+    n, k = flat.numel(), num_pruned
+    if not 0 <= k <= n:
+        raise ValueError(f"num_pruned must be in [0, {n}] for a tensor of {n} entries, got {k}")
+    if method == "auto":
+        method = "sort" if flat.is_cuda else "topk"
+    if k == 0:
+        return torch.ones_like(scores)
+    if method == "sort":
+        mask = torch.ones_like(flat).index_fill_(0, flat.argsort()[:k], 0.0)
+    elif method != "topk":
+        raise ValueError(f"method must be 'auto', 'topk' or 'sort', got {method!r}")
+    elif k <= n - k:
+        mask = torch.ones_like(flat).index_fill_(0, flat.topk(k, largest=False, sorted=False).indices, 0.0)
+    else:
+        mask = torch.zeros_like(flat).index_fill_(0, flat.topk(n - k, largest=True, sorted=False).indices, 1.0)
+    return mask.view_as(scores)
+
+
+class TopKBinarizer(torch.autograd.Function):
+    """Mask that zeroes exactly ``num_pruned`` lowest scores of one tensor and keeps the rest (see
+    :func:`lowest_k_mask`; ties are broken arbitrarily, unlike the references' argsort, so counts stay exact).
+    ``num_pruned`` may equal numel, since global ranking can empty a whole matrix. Use :func:`topk_mask` to give a
+    sparsity instead of a count.
     """
 
     @staticmethod
     def forward(ctx, scores: torch.Tensor, num_pruned: int) -> torch.Tensor:  # type: ignore[override]
-        flat = scores.reshape(-1)
-        n, k = flat.numel(), num_pruned
-        if not 0 <= k <= n:
-            raise ValueError(f"num_pruned must be in [0, {n}] for a tensor of {n} entries, got {k}")
-        if k == 0:
-            return torch.ones_like(scores)
-        if k <= n - k:
-            idx = flat.topk(k, largest=False, sorted=False).indices
-            mask = torch.ones_like(flat).index_fill_(0, idx, 0.0)
-        else:
-            idx = flat.topk(n - k, largest=True, sorted=False).indices
-            mask = torch.zeros_like(flat).index_fill_(0, idx, 1.0)
-        return mask.view_as(scores)
+        return lowest_k_mask(scores, num_pruned)
 
     @staticmethod
     def backward(ctx, grad_mask: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
