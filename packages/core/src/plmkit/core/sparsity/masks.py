@@ -48,14 +48,14 @@ def lowest_k_mask(scores: torch.Tensor, num_pruned: int, method: str = "auto") -
     n, k = flat.numel(), num_pruned
     if not 0 <= k <= n:
         raise ValueError(f"num_pruned must be in [0, {n}] for a tensor of {n} entries, got {k}")
+    if method not in ("auto", "topk", "sort"):
+        raise ValueError(f"method must be 'auto', 'topk' or 'sort', got {method!r}")
     if method == "auto":
         method = "sort" if flat.is_cuda else "topk"
     if k == 0:
         return torch.ones_like(scores)
     if method == "sort":
         mask = torch.ones_like(flat).index_fill_(0, flat.argsort()[:k], 0.0)
-    elif method != "topk":
-        raise ValueError(f"method must be 'auto', 'topk' or 'sort', got {method!r}")
     elif k <= n - k:
         mask = torch.ones_like(flat).index_fill_(0, flat.topk(k, largest=False, sorted=False).indices, 0.0)
     else:
