@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
-from readme_block import render_cli  # noqa: E402
+from readme_block import paired_verdict, render_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "packages" / "child_tuning" / "benchmarks" / "results"
@@ -55,6 +55,28 @@ def reproduction_table(data: dict) -> str:
     )
 
 
+def verdict_table(data: dict) -> str:
+    """The paper's claim (each Child-Tuning mode beats vanilla fine-tuning) per task, judged by `paired_verdict` over
+    the final-stage runs paired by seed (every run of a task trains on the same 1,000-example subset)."""
+    by_seed: dict[tuple[str, str], dict[int, float]] = {}
+    for r in data["runs"]:
+        if r["stage"] == "final":
+            by_seed.setdefault((r["task"], r["method"]), {})[r["seed"]] = r["test_accuracy"]
+    tasks = list(dict.fromkeys(t for t, _ in by_seed))
+    modes = [m for m in dict.fromkeys(m for _, m in by_seed) if m != "vanilla"]
+    if not tasks or not modes:
+        return ""
+    lines = ["Verdicts (test accuracy points, runs paired by seed: mean difference +- its standard error; **supported** "
+             "only where the mean exceeds twice its standard error, **contradicted** below minus twice, otherwise "
+             "within noise):", "",
+             "| claim (A - B) | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for mode in modes:
+        cells = [str(paired_verdict(by_seed[(t, mode)], by_seed[(t, "vanilla")]))
+                 if (t, mode) in by_seed and (t, "vanilla") in by_seed else "-" for t in tasks]
+        lines.append(f"| {mode} - vanilla | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def speed_table(data: dict) -> str:
     mem = data["fisher_memory"]
     return "\n".join([
@@ -76,8 +98,10 @@ def render() -> str:
     parts = []
     repro, speed = RESULTS / "child_tuning_reproduction.json", RESULTS / "child_tuning_speed.json"
     if repro.exists():
+        data = json.loads(repro.read_text())
+        verdicts = verdict_table(data)
         parts += ["### Low-resource reproduction (MiniLM, 1,000 training examples)", "",
-                  reproduction_table(json.loads(repro.read_text())), "",
+                  reproduction_table(data), "", *([verdicts, ""] if verdicts else []),
                   "![reproduction](benchmarks/results/child_tuning_reproduction.png)", ""]
     if speed.exists():
         parts += ["### Cost", "", speed_table(json.loads(speed.read_text())), ""]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
-from readme_block import mean_std, render_cli  # noqa: E402
+from readme_block import mean_std, paired_verdict, render_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "results" / "upt_reproduction.json"
@@ -33,6 +33,32 @@ def _cells(runs: list[dict], targets: list[str]) -> dict[tuple[str, str], list[f
         if r["target"] in targets:
             cells.setdefault((r["method"], r["target"]), []).append(100 * r["test_accuracy"])
     return cells
+
+# (A, B, label of "A - B"): the papers' claims, then this README's head-adaptation comparison
+CLAIMS = [
+    ("upt", "upt_single", "UPT - UPT-Single (the paper's claim)"),
+    ("upt", "finetune", "UPT - fine-tuning (the paper's claim)"),
+    ("upt", "upt_no_ksmlm", "UPT - UPT w/o KSMLM (the paper's claim: KSMLM helps)"),
+    ("upt_single", "upt_single_fresh_head", "UPT-Single, adapted MLM head - fresh MLM head (this README)"),
+]
+
+
+def verdict_table(runs: list[dict], targets: list[str]) -> list[str]:
+    """Each claim judged per target by `paired_verdict` over runs paired by seed (the seed is also the K-shot sampling
+    seed, so paired runs saw the same training examples)."""
+    by_seed: dict[tuple[str, str], dict[int, float]] = {}
+    for r in runs:
+        by_seed.setdefault((r["method"], r["target"]), {})[r["seed"]] = r["test_accuracy"]
+    lines = ["Verdicts (A - B in test accuracy points, runs paired by seed, which is also the K-shot sampling seed: mean "
+             "difference +- its standard error; **supported** only where the mean exceeds twice its standard error, "
+             "**contradicted** below minus twice, otherwise within noise; one seed gives no verdict):", "",
+             "| claim (A - B) | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+    for a, b, label in CLAIMS:
+        cells = [str(paired_verdict(by_seed[(a, t)], by_seed[(b, t)]))
+                 if (a, t) in by_seed and (b, t) in by_seed else "-" for t in targets]
+        if any(c != "-" for c in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render(results: dict) -> str:
@@ -57,6 +83,7 @@ def render(results: dict) -> str:
             row.append(f"{mean:.1f} +- {std:.1f} (n={len(v)})" if v else "-")
         if any(c != "-" for c in row):
             lines.append(f"| {name} | " + " | ".join(row) + " |")
+    lines += ["", *verdict_table(results["runs"], targets)]
     head = results.get("head_adaptation")
     if head:
         lines += ["", f"Masked-LM head adaptation ({head['steps']} steps, encoder frozen): masked-token top-1 accuracy on "

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
-from readme_block import mean_std, render_cli  # noqa: E402
+from readme_block import mean_std, paired_verdict, render_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "packages" / "structured_pruning" / "benchmarks" / "results"
@@ -33,9 +33,11 @@ def reproduction_tables() -> tuple[list[str], dict]:
     if not runs:
         return ["(no reproduction results yet)"], {}
     cells: dict = defaultdict(list)
+    by_seed: dict = defaultdict(dict)
     cost: dict = defaultdict(list)
     for r in runs:
         cells[(r["task"], r["method"], r["sparsity"])].append(r["test_accuracy"])
+        by_seed[(r["task"], r["method"], r["sparsity"])][r["seed"]] = r["test_accuracy"]
         if r["method"] != "dynamic_sparsification" or r["sparsity"] == 0.0:
             cost[(r["task"], r["method"])].append(r["cpu_seconds"])
     budget = runs[0]["budget"]
@@ -62,7 +64,56 @@ def reproduction_tables() -> tuple[list[str], dict]:
                          f"(target <= 2.5x: **{'met' if ratio <= 2.5 else 'missed'}**); ")
             lines.append(line + f"{ds / statistics.mean(single):.2f}x against the mean of the three algorithms' runs.")
             lines += ds_gaps(cells, task)
+        lines += verdicts(by_seed, task, sparsities, explain=task == min(r["task"] for r in runs))
     return lines, cells
+
+
+FIRST_ORDER, MOVEMENT, DS = "first_order", "movement", "dynamic_sparsification"
+
+
+def verdicts(by_seed: dict, task: str, sparsities: list[float], explain: bool) -> list[str]:
+    """The claims the paper and this README make, each judged by `paired_verdict` from runs paired by training seed
+    (every run of a task uses the same fixed training sample), per sparsity; `explain` adds the legend (first task)."""
+    def at(method: str, s: float) -> dict | None:
+        return by_seed.get((task, method, s))
+
+    def cell(a: str | None, b: str | None, s: float, named: bool = False) -> str:
+        if a is None or b is None or at(a, s) is None or at(b, s) is None:
+            return ""
+        v = str(paired_verdict(at(a, s), at(b, s)))
+        return f"vs {b}: {v}" if named else v
+
+    def best_other(s: float) -> str | None:
+        # the other single-sparsity pruning algorithms; DS (one run for every sparsity) has its own row
+        others = [m for (t, m, x) in by_seed if t == task and x == s and m not in (FIRST_ORDER, DS)]
+        return max(others, key=lambda m: statistics.mean(at(m, s).values()), default=None)
+
+    rows = [
+        (f"{FIRST_ORDER} (one-shot, the simplest) - best other algorithm at that sparsity (by mean)",
+         lambda s: cell(FIRST_ORDER, best_other(s), s, named=True)),
+        (f"{MOVEMENT} - {FIRST_ORDER}", lambda s: cell(MOVEMENT, FIRST_ORDER, s)),
+        (f"l0 - {FIRST_ORDER}", lambda s: cell("l0", FIRST_ORDER, s)),
+        (f"{FIRST_ORDER}_iterative - {FIRST_ORDER} (one-shot)", lambda s: cell(f"{FIRST_ORDER}_iterative", FIRST_ORDER, s)),
+        (f"{FIRST_ORDER}_global - {FIRST_ORDER} (per-layer ranking)", lambda s: cell(f"{FIRST_ORDER}_global", FIRST_ORDER, s)),
+        (f"{DS} - separately pruned {FIRST_ORDER}", lambda s: cell(DS, FIRST_ORDER, s)),
+    ]
+    pruned = [s for s in sparsities if s > 0]
+    legend = (" (A - B in test accuracy points, paired by seed: mean difference +- its standard error; **supported** "
+              "only where the mean exceeds twice its standard error, **contradicted** below minus twice, otherwise "
+              "within noise; the best other algorithm is the highest mean of movement, l0, iterative and global "
+              "first-order)" if explain else " (as above)")
+    lines = ["", f"Verdicts, {task}{legend}:", "",
+             "| claim (A - B) | " + " | ".join(f"{100 * s:.0f}%" for s in pruned) + " |", "|---|" + "---|" * len(pruned)]
+    for name, row in rows:
+        values = [row(s) for s in pruned]
+        if any(values):
+            lines.append(f"| {name} | " + " | ".join(values) + " |")
+    top = max(pruned, default=None)
+    if top is not None and at(MOVEMENT, top) is not None:
+        others = sorted(m for (t, m, x) in by_seed if t == task and x == top and m != MOVEMENT)
+        lines += ["", f"{MOVEMENT} - each other method at {100 * top:.0f}%: "
+                  + "; ".join(f"{m} {paired_verdict(at(MOVEMENT, top), at(m, top))}" for m in others) + "."]
+    return lines
 
 
 def ds_gaps(cells: dict, task: str) -> list[str]:
