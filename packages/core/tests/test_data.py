@@ -92,7 +92,8 @@ def test_integer_labels_keep_their_order_and_pairs_work(tmp_path):
     assert task.label_names == ("0", "5", "10") and task.text_columns == ("a", "b")
     model, tok = tiny_model("bert", num_labels=3)
     enc = encode(task, tok, max_length=16)
-    assert set(enc["train"].column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
+    assert set(enc["train"].column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels", "example_id"}
+    assert enc["train"]["example_id"] == list(range(9))
     assert 1 in enc["train"][0]["token_type_ids"]  # the second segment is there
 
 

@@ -106,16 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    from plmkit.core.config import ConfigError
-    from plmkit.core.data import DataError
-    from plmkit.core.models import ModelNotFoundError
-    from plmkit.core.run import RunExistsError
-    from plmkit.core.training import MethodError
+    from plmkit.core.errors import PlmkitError
 
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (ConfigError, DataError, ModelNotFoundError, MethodError, RunExistsError, FileNotFoundError, ValueError) as err:
-        # Bad input ends with one clear line; PLMKIT_DEBUG=1 shows the traceback instead.
+    except PlmkitError as err:
+        # Bad input ends with one clear line (other exceptions are bugs and keep their traceback);
+        # PLMKIT_DEBUG=1 shows the traceback here too.
         if os.environ.get("PLMKIT_DEBUG"):
             raise
         print(f"plmkit: error: {err}", file=sys.stderr)

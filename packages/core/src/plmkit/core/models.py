@@ -38,6 +38,8 @@ from transformers import (
     XLMRobertaTokenizer,
 )
 
+from plmkit.core.errors import ModelNotFoundError
+
 __all__ = [
     "ALIASES",
     "TASKS",
@@ -56,10 +58,6 @@ TASKS: dict[str, type] = {
     "causal-lm": AutoModelForCausalLM,
     "base": AutoModel,
 }
-
-
-class ModelNotFoundError(ValueError):
-    """An alias, folder or hub id that cannot be resolved (offline, misspelt, or missing extra)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

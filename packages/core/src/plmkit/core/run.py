@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from plmkit.core.errors import RunError, RunExistsError
 from plmkit.core.config import ExperimentConfig, parse_experiment, parse_method_options
 from plmkit.core.data import DataError, TaskData, encode, few_shot_split, load_builtin, load_files
 from plmkit.core.models import load_model
@@ -31,10 +32,6 @@ __all__ = ["RunExistsError", "evaluate_run", "export_run", "load_run", "load_tas
 
 CONFIG_FILE = "plmkit_config.yaml"
 METRICS_FILE = "metrics.json"
-
-
-class RunExistsError(FileExistsError):
-    """The output folder holds a previous run and neither overwriting nor resuming was asked for."""
 
 
 def load_task(cfg: ExperimentConfig) -> TaskData:
@@ -137,7 +134,7 @@ def train(cfg: ExperimentConfig) -> dict[str, float]:
 def _run_config(run_dir: str | Path) -> ExperimentConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a plmkit run folder (no {CONFIG_FILE})")
+        raise RunError(f"{run_dir} is not a plmkit run folder (no {CONFIG_FILE})")
     return parse_experiment([str(path), "--output_dir", str(run_dir), "--report_to", "none"])
 
 

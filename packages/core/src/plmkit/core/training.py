@@ -1,16 +1,28 @@
-"""Training: the `Method` interface, the method registry, and a `transformers.Trainer` that calls the hooks.
+"""Training: the `Method` contract, the method registry, and a `transformers.Trainer` that applies a method to a
+task.
 
-A method is a config dataclass plus an object with a few optional hooks (design doc, "The Method interface"):
+A method is a config dataclass plus an object with optional hooks. Every hook gets what it needs as arguments
+(the model, the batch, a `MethodContext` with the run's pieces); no hook holds a reference to the Trainer.
 
-| hook                          | when it runs                                                        |
-|-------------------------------|---------------------------------------------------------------------|
-| `prepare_model(model)`        | once, before the Trainer wraps the model (swap layers, add gates)   |
-| `parameter_groups(model)`     | when the optimizer is built (which tensors train, with which lr)   |
-| `callbacks()`                 | extra `TrainerCallback`s (schedules, snapshots, pruning steps)      |
-| `train_sampler(dataset, args)`| the order of training examples (e.g. class-balanced batches)        |
-| `extra_loss(model, inputs, outputs)` | added to the task loss at every forward                      |
-| `before_optimizer_step(model)`| after gradient clipping, before `optimizer.step()` (edit gradients) |
-| `export(model)`               | turn a trained model into one plain transformers can load           |
+| hook                                   | when it runs                                                          |
+|----------------------------------------|-----------------------------------------------------------------------|
+| `batch_columns`                        | dataset columns kept for the hooks (never given to `model(**inputs)`)|
+| `prepare_data(data, ctx)`              | once, on the encoded splits (add columns, filter, reorder)           |
+| `prepare_model(model, ctx)`            | once, before the Trainer wraps the model (swap layers, add gates)    |
+| `parameter_groups(model)`              | when the optimizer is built (which tensors train, with which lr)     |
+| `train_sampler(dataset, args)`         | the order of training examples (e.g. class-balanced batches)         |
+| `prepare_batch(batch, ctx)`            | every training step, on the device, before the forward (views, masks)|
+| `loss_terms(model, batch, outputs, ctx)` | every training forward: named terms added to the task loss, each   |
+|                                        | logged as `loss/<name>`; the task loss is weighted by `task_loss_weight` |
+| `before_optimizer_step(model, ctx)`    | after gradient clipping, before `optimizer.step()` (edit gradients)  |
+| `on_train_begin/on_epoch_begin/on_step_begin/on_step_end/on_epoch_end/on_train_end(ctx)` | lifecycle  |
+| `state_dict()` / `load_state_dict(s)`  | saved in every checkpoint and restored on resume                      |
+| `report()`                             | extra numbers merged into the run's metrics.json                      |
+| `export(model)`                        | a model plain transformers can load                                   |
+
+`MethodContext` gives hooks the run's arguments, task, processor, model, optimizer, scheduler and state, plus
+`batches()` (the training data in order, each process its own shard, for extra data passes), `all_reduce`/
+`all_gather`, and `restart_optimizer()`.
 
 Everything else (devices, bf16, accumulation, checkpoints, DDP under torchrun, logging) is transformers.Trainer's.
 Methods are found through the entry-point group `plmkit.methods`, so installing a package adds its methods.
@@ -19,26 +31,36 @@ Methods are found through the entry-point group `plmkit.methods`, so installing 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
 import math
 import os
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import transformers
+from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import Sampler
-from transformers import EvalPrediction, TrainerCallback
+from torch.utils.data import DataLoader, Sampler
+from transformers import EvalPrediction, TrainerCallback, get_scheduler
 
 from plmkit.core import metrics as metrics_lib
+from plmkit.core.errors import MethodError, NonFiniteError
+from plmkit.core.registry import Registry
 
 __all__ = [
     "FinetuneConfig",
     "FinetuneMethod",
+    "METHODS",
     "Method",
     "MethodConfig",
+    "MethodContext",
     "MethodError",
     "Trainer",
     "auto_num_threads",
@@ -46,38 +68,181 @@ __all__ = [
     "build_method",
     "get_method",
     "make_compute_metrics",
+    "option_choices",
 ]
 
-ENTRY_POINT_GROUP = "plmkit.methods"
+METHODS = Registry("plmkit.methods", "method", MethodError)
+STATE_TENSORS, STATE_JSON = "method_state.safetensors", "method_state.json"
+EXAMPLE_ID = "example_id"
 
 
-class MethodError(ValueError):
-    """Unknown method, unknown option, or an option value outside its range."""
+def option_choices(config_class: type, name: str) -> tuple[Any, ...] | None:
+    """The allowed values of option `name` (from `field(metadata={"choices": ...})`), or None."""
+    for f in dataclasses.fields(config_class):
+        if f.name == name:
+            return tuple(f.metadata["choices"]) if "choices" in f.metadata else None
+    return None
 
 
 @dataclass
 class MethodConfig:
-    """Base class of every method's options. Subclasses validate their values in `validate`."""
+    """Base class of every method's (and task's) options. Options with `metadata={"choices": (...)}` are checked
+    against them; subclasses check the rest in `validate`."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise MethodError(f"{f.name} must be one of {list(choices)}, got {getattr(self, f.name)!r}")
         self.validate()
 
     def validate(self) -> None:
         """Raise `MethodError` naming the option and its allowed range when a value is out of range."""
 
 
+class MethodContext:
+    """What a hook may use besides its arguments: the run's pieces, as far as they exist when it runs.
+
+    Attributes: `args` (TrainingArguments), `task`, `processor`, and while training `model`, `optimizer`,
+    `lr_scheduler`, `state` (TrainerState), `train_dataset`, `train_dataloader`.
+    """
+
+    def __init__(self, args: transformers.TrainingArguments, task: Any = None, processor: Any = None) -> None:
+        self.args, self.task, self.processor = args, task, processor
+        self.trainer: Trainer | None = None
+        self.state: transformers.TrainerState | None = None
+        self.train_dataloader: Any = None
+        self.resumed_from: str | None = None
+
+    # -- the run's objects ------------------------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        assert self.trainer is not None, "no model before the Trainer exists"
+        return self.trainer.accelerator.unwrap_model(self.trainer.model)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        opt = self.trainer.optimizer if self.trainer is not None else None
+        return getattr(opt, "optimizer", opt)
+
+    @property
+    def lr_scheduler(self) -> Any:
+        return self.trainer.lr_scheduler if self.trainer is not None else None
+
+    @property
+    def train_dataset(self) -> Any:
+        return self.trainer.train_dataset if self.trainer is not None else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.args.device
+
+    @property
+    def world_size(self) -> int:
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    @property
+    def rank(self) -> int:
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    @property
+    def global_step(self) -> int:
+        return self.state.global_step if self.state is not None else 0
+
+    def autocast(self) -> Any:
+        """The Trainer's mixed-precision context (bf16/fp16 autocast as TrainingArguments ask)."""
+        if self.trainer is not None:
+            return self.trainer.autocast_smart_context_manager()
+        return torch.autocast(self.device.type, enabled=False)
+
+    # -- extra data passes --------------------------------------------------------------------------------------
+    def batches(self, dataset: Any = None, batch_size: int | None = None, shard: bool = True,
+                limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """The training set (or `dataset`) in order, collated as for training and moved to the device, with its
+        `example_id` column. With `shard`, each process gets every world_size-th example, so a pass over the data
+        costs 1 / world_size per process; combine the results with `all_reduce` / `all_gather`. `limit` stops
+        after that many batches (per process)."""
+        assert self.trainer is not None, "batches() needs the Trainer"
+        data = self.train_dataset if dataset is None else dataset
+        indices = list(range(len(data)))
+        if shard and self.world_size > 1:
+            indices = indices[self.rank :: self.world_size]
+        loader = DataLoader(
+            torch.utils.data.Subset(data, indices), batch_size=batch_size or self.args.per_device_eval_batch_size,
+            shuffle=False, collate_fn=self.trainer.data_collator,
+        )
+        for i, batch in enumerate(loader):
+            if limit is not None and i >= limit:
+                return
+            yield self.trainer._prepare_inputs(batch)
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Sum (or max, min) `tensor` over processes, in place; a no-op in a single process."""
+        if self.world_size > 1:
+            ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+            dist.all_reduce(tensor, op=ops[op])
+        return tensor
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate `tensor` [n_i, ...] of every process along dim 0 (sizes may differ)."""
+        if self.world_size == 1:
+            return tensor
+        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(self.world_size)]
+        dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
+        longest = int(max(s.item() for s in sizes))
+        padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
+
+    def restart_optimizer(self, steps: int | None = None) -> None:
+        """Forget the optimizer's state and restart the learning-rate schedule (warm-up included) from the
+        current step, as a fresh `trainer.train()` of `steps` steps would (default: the steps that remain)."""
+        optimizer, scheduler = self.optimizer, self.lr_scheduler
+        if optimizer is None:
+            return
+        optimizer.state.clear()
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        start = scheduler.last_epoch
+        steps = steps or max(1, (self.state.max_steps if self.state else start + 1) - start)
+        fresh = get_scheduler(self.args.lr_scheduler_type, optimizer=torch.optim.SGD([torch.zeros(1)], lr=1.0),
+                              num_warmup_steps=self.args.get_warmup_steps(steps), num_training_steps=steps)
+        for i, group in enumerate(optimizer.param_groups):
+            if group.get("lr_schedule", "shared") == "constant":
+                continue
+            scheduler.lr_lambdas[i] = _Shifted(fresh.lr_lambdas[0], start)
+            group["lr"] = scheduler.base_lrs[i] * scheduler.lr_lambdas[i](start)
+
+
+class _Shifted:
+    """lr factor of a schedule that (re)started at step `start`."""
+
+    def __init__(self, factor: Any, start: int) -> None:
+        self.factor, self.start = factor, start
+
+    def __call__(self, step: int) -> float:
+        return self.factor(step - self.start)
+
+
 class Method:
-    """Base class: every hook is optional and defaults to doing nothing."""
+    """Base class: every hook is optional and defaults to doing nothing (see the module docstring)."""
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    batch_columns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig | None = None, **options: Any) -> None:
         if config is not None and options:
             raise MethodError("pass either a config object or keyword options, not both")
         self.config = config if config is not None else self.config_class(**options)
 
-    def prepare_model(self, model: nn.Module) -> nn.Module:
+    # -- set-up --------------------------------------------------------------------------------------------------
+    def prepare_data(self, data: Any, ctx: MethodContext) -> Any:
+        return data
+
+    def prepare_model(self, model: nn.Module, ctx: MethodContext | None = None) -> nn.Module:
         return model
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
@@ -89,24 +254,68 @@ class Method:
         """
         return None
 
-    def callbacks(self) -> list[TrainerCallback]:
-        return []
-
     def train_sampler(self, dataset: Any, args: transformers.TrainingArguments) -> Sampler | None:
         """The training sampler (per process); None = transformers' default (random, or as `args` says)."""
         return None
 
-    def extra_loss(self, model: nn.Module, inputs: dict[str, Any], outputs: Any) -> torch.Tensor | None:
-        return None
+    # -- every step ---------------------------------------------------------------------------------------------
+    def prepare_batch(self, batch: dict[str, Any], ctx: MethodContext) -> dict[str, Any]:
+        return batch
 
-    def before_optimizer_step(self, model: nn.Module) -> None:
+    @property
+    def task_loss_weight(self) -> float:
+        return 1.0
+
+    def loss_terms(self, model: nn.Module, batch: dict[str, Any], outputs: Any,
+                   ctx: MethodContext) -> dict[str, torch.Tensor]:
+        return {}
+
+    def before_optimizer_step(self, model: nn.Module, ctx: MethodContext | None = None) -> None:
         pass
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def on_train_begin(self, ctx: MethodContext) -> None:
+        pass
+
+    def on_epoch_begin(self, ctx: MethodContext) -> None:
+        pass
+
+    def on_step_begin(self, ctx: MethodContext) -> None:
+        pass
+
+    def on_step_end(self, ctx: MethodContext) -> None:
+        pass
+
+    def on_epoch_end(self, ctx: MethodContext) -> None:
+        pass
+
+    def on_train_end(self, ctx: MethodContext) -> None:
+        pass
+
+    # -- state, report, export ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume this method exactly: tensors and JSON-able values."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def report(self) -> dict[str, Any]:
+        """Numbers to add to the run's metrics.json (parameter counts, sparsity reached, bank sizes, ...)."""
+        return {}
 
     def export(self, model: nn.Module) -> nn.Module:
         return model
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+    # -- transitional: hooks of the first contract, still called until every method is ported -------------------
+    def callbacks(self) -> list[TrainerCallback]:
+        return []
+
+    def extra_loss(self, model: nn.Module, inputs: dict[str, Any], outputs: Any) -> torch.Tensor | None:
+        return None
 
 
 @dataclass
@@ -126,14 +335,15 @@ class FinetuneMethod(Method):
 # ---------------------------------------------------------------------------------------------------------------
 def available_methods() -> dict[str, Any]:
     """Installed methods by name (entry points, not yet imported)."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return METHODS.entries()
 
 
 def get_method(name: str) -> type[Method]:
     found = available_methods()
     if name not in found:
         raise MethodError(f"unknown method {name!r}; installed methods: {sorted(found)}")
-    return found[name].load()
+    obj = found[name]
+    return obj.load() if hasattr(obj, "load") else obj
 
 
 def build_method(name: str, options: dict[str, Any] | None = None) -> Method:
@@ -147,32 +357,138 @@ def build_method(name: str, options: dict[str, Any] | None = None) -> Method:
     return cls(cls.config_class(**options))
 
 
+def _takes_context(hook: Any) -> bool:
+    return len(inspect.signature(hook).parameters) >= 2
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------------------------------------------
 class _MethodHooks(TrainerCallback):
-    def __init__(self, method: Method) -> None:
-        self.method = method
+    """Calls the method's lifecycle hooks with the context, checks gradients, and carries the method's state in
+    every checkpoint."""
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def _ctx(self, state: Any, kwargs: dict[str, Any]) -> MethodContext:
+        ctx = self.trainer.method_context
+        ctx.state = state
+        if kwargs.get("train_dataloader") is not None:
+            ctx.train_dataloader = kwargs["train_dataloader"]
+        return ctx
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        ctx = self._ctx(state, kwargs)
+        resumed = self.trainer.resumed_from
+        if resumed is not None and state.global_step > 0:
+            ctx.resumed_from = resumed
+            self.trainer.method.load_state_dict(load_method_state(resumed))
+        self.trainer.method.on_train_begin(ctx)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.trainer.method.on_epoch_begin(self._ctx(state, kwargs))
+
+    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.trainer.method.on_step_begin(self._ctx(state, kwargs))
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
         # transformers calls this after gradient clipping and before optimizer.step().
-        self.method.before_optimizer_step(model)
+        ctx = self._ctx(state, kwargs)
+        if not args.fp16:  # fp16's loss scaler skips steps with inf gradients by design
+            _check_finite_gradients(self.trainer.model, state.global_step + 1)
+        method = self.trainer.method
+        if _takes_context(method.before_optimizer_step):
+            method.before_optimizer_step(model, ctx)
+        else:
+            method.before_optimizer_step(model)
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.trainer.method.on_step_end(self._ctx(state, kwargs))
+
+    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.trainer.method.on_epoch_end(self._ctx(state, kwargs))
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.trainer.method.on_train_end(self._ctx(state, kwargs))
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            save_method_state(folder, self.trainer.method.state_dict())
+
+
+def _check_finite_gradients(model: nn.Module, step: int) -> None:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    norms = torch._foreach_norm(grads)
+    if not torch.isfinite(torch.stack(norms)).all():
+        names = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        raise NonFiniteError(f"step {step}: non-finite gradient in {names[:3]}{' ...' if len(names) > 3 else ''}")
+
+
+def save_method_state(folder: str | Path, state: dict[str, Any]) -> None:
+    """Write a method's `state_dict()`: tensors as safetensors, everything else as JSON."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    rest = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    if tensors:
+        save_file(tensors, str(folder / STATE_TENSORS))
+    (folder / STATE_JSON).write_text(json.dumps(rest))
+
+
+def load_method_state(folder: str | Path) -> dict[str, Any]:
+    """Read what `save_method_state` wrote (empty when the checkpoint has no method state)."""
+    folder = Path(folder)
+    state: dict[str, Any] = {}
+    if (folder / STATE_JSON).exists():
+        state.update(json.loads((folder / STATE_JSON).read_text()))
+    if (folder / STATE_TENSORS).exists():
+        state.update(load_file(str(folder / STATE_TENSORS)))
+    return state
 
 
 class Trainer(transformers.Trainer):
-    """`transformers.Trainer` that applies a plmkit `Method` (default: plain fine-tuning)."""
+    """`transformers.Trainer` that applies a plmkit `Method` (default: plain fine-tuning) to a task.
 
-    def __init__(self, model: nn.Module, args: transformers.TrainingArguments, method: Method | None = None, **kwargs: Any):
+    `task` (optional) supplies the forward (e.g. masked-LM loss on masked positions only); the method's
+    `batch_columns` and `example_id` are kept in every batch for the hooks and removed before the model's forward.
+    """
+
+    def __init__(self, model: nn.Module, args: transformers.TrainingArguments, method: Method | None = None,
+                 task: Any = None, **kwargs: Any):
         self.method = method if method is not None else FinetuneMethod()
-        model = self.method.prepare_model(model)
-        callbacks = list(kwargs.pop("callbacks", None) or []) + self.method.callbacks() + [_MethodHooks(self.method)]
+        self.task = task
+        self.method_context = MethodContext(args, task, kwargs.get("processing_class"))
+        self.resumed_from: str | None = None
+        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_count = 0
+        if _takes_context(self.method.prepare_model):
+            model = self.method.prepare_model(model, self.method_context)
+        else:
+            model = self.method.prepare_model(model)
+        callbacks = list(kwargs.pop("callbacks", None) or []) + self.method.callbacks()
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+        self.method_context.trainer = self
+        self.add_callback(_MethodHooks(self))
         if not hasattr(self.accelerator.unwrap_model(self.model), "accepts_loss_kwargs"):
             # transformers guesses that a model whose forward takes **kwargs normalises its loss by
             # `num_items_in_batch`, and then multiplies the loss by the number of processes. Most heads (BERT's
             # sequence classification among them) return a plain mean instead, so under DDP the gradients came out
             # world_size times too large. Use per-batch means, which DDP averages correctly.
             self.model_accepts_loss_kwargs = False
+
+    @property
+    def hook_columns(self) -> tuple[str, ...]:
+        """Batch entries for the hooks only: `example_id` and the method's `batch_columns`."""
+        return (EXAMPLE_ID, *self.method.batch_columns)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        if isinstance(resume_from_checkpoint, str):
+            self.resumed_from = resume_from_checkpoint
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         groups = self.method.parameter_groups(self.model)
@@ -212,14 +528,54 @@ class Trainer(transformers.Trainer):
         sampler = self.method.train_sampler(dataset, self.args)
         return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        # Keep the hooks' columns through `remove_unused_columns`; compute_loss takes them out again.
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self.hook_columns]))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
-        loss, outputs = super().compute_loss(
-            model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
-        extra = self.method.extra_loss(model, inputs, outputs)
+        ctx = self.method_context
+        batch = dict(inputs)
+        if model.training:
+            batch = self.method.prepare_batch(batch, ctx)
+        model_inputs = {k: v for k, v in batch.items() if k not in self.hook_columns}
+        if self.task is not None and hasattr(self.task, "compute_loss"):
+            loss, outputs = self.task.compute_loss(model, model_inputs)
+        else:
+            loss, outputs = super().compute_loss(
+                model, model_inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+        if not model.training:
+            return (loss, outputs) if return_outputs else loss
+        terms = dict(self.method.loss_terms(model, batch, outputs, ctx))
+        extra = self.method.extra_loss(model, batch, outputs)
         if extra is not None:
-            loss = loss + extra
-        return (loss, outputs) if return_outputs else loss
+            terms["extra"] = extra
+        total = self.method.task_loss_weight * loss
+        for term in terms.values():
+            total = total + term
+        self._record_terms(loss, terms, total)
+        return (total, outputs) if return_outputs else total
+
+    def _record_terms(self, task_loss: torch.Tensor, terms: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        step = (self.state.global_step if self.state is not None else 0) + 1
+        values = {"task": task_loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+        for name, value in values.items():
+            if not torch.isfinite(value).all():
+                raise NonFiniteError(f"step {step}: the {name} loss is {value.float().mean().item()}")
+        if not torch.isfinite(total.detach()):
+            raise NonFiniteError(f"step {step}: the total loss is {total.item()}")
+        if terms:
+            for name, value in values.items():
+                self._term_sums[name] += float(value.float().mean())
+            self._term_count += 1
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if self._term_count and "loss" in logs:
+            logs.update({f"loss/{k}": v / self._term_count for k, v in self._term_sums.items()})
+            self._term_sums.clear()
+            self._term_count = 0
+        super().log(logs, *args, **kwargs)
 
 
 def _constant_factor(step: int) -> float:
@@ -238,16 +594,20 @@ def make_compute_metrics(names: tuple[str, ...], regression: bool = False):  # n
 
 
 def auto_num_threads() -> int:
-    """Torch threads for this shared machine: one per core the load average leaves free (at least one).
+    """Torch CPU threads: one per core the load average leaves free (at least one); on a machine with a GPU, 4.
 
-    On 2 shared cores, two OpenMP threads competing with another busy process run many times slower than one.
+    On 2 shared cores, two OpenMP threads competing with another busy process run many times slower than one; on a
+    GPU machine the CPU only feeds the device, and several runs side by side must not each take every core.
     `PLMKIT_NUM_THREADS` overrides.
     """
     if os.environ.get("PLMKIT_NUM_THREADS"):
         return max(1, int(os.environ["PLMKIT_NUM_THREADS"]))
     cores = os.cpu_count() or 1
+    if torch.cuda.is_available():
+        return min(4, cores)
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = 0.0
     return max(1, min(cores, math.floor(cores - load + 0.5)))
+
