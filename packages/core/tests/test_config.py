@@ -102,3 +102,21 @@ def test_unknown_keys_are_errors(tmp_path):
 def test_method_option_validation_runs():
     with pytest.raises(MethodError, match=r"sparsity must be in \[0, 1\), got 1.0"):
         training.build_method("toy", {"sparsity": 1.0})
+
+
+def test_flat_data_keys_mean_the_classification_task_and_a_task_section_is_shaped_like_method(tmp_path):
+    cfg = parse_experiment(["--data", "trec"])
+    assert cfg.task_name == "classification" and cfg.task_options == {}
+    path = _yaml(tmp_path, {"data": "trec", "task": {"name": "classification"}, "method": "toy"})
+    cfg = parse_experiment([path])
+    assert cfg.task_name == "classification" and cfg.to_dict()["task"] == {"name": "classification"}
+    assert parse_experiment([path, "--task", "classification"]).task_name == "classification"
+
+
+def test_unknown_task_is_an_error_naming_the_installed_ones():
+    from plmkit.core.errors import TaskError
+
+    with pytest.raises(TaskError, match=r"unknown task 'nope'.*classification"):
+        parse_experiment(["--data", "trec", "--task", "nope"])
+    with pytest.raises(TaskError, match=r"task 'classification' has no option\(s\) \['beams'\]"):
+        parse_experiment(["--data", "trec", "--task.beams", "4"])

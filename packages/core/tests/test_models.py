@@ -44,7 +44,7 @@ def test_save_reload_gives_identical_outputs(kind, tmp_path):
 
 
 def test_masked_lm_task():
-    model, tok = load_model("tiny-bert", task="masked-lm")
+    model, tok = load_model("tiny-bert", kind="masked-lm")
     batch = tok(["a good movie"], return_tensors="pt")
     assert model(**batch).logits.shape[-1] == len(tok)
 
@@ -65,9 +65,9 @@ def test_unknown_alias_fails_offline_with_the_alias_list():
         assert alias in message
 
 
-def test_unknown_task_is_rejected():
-    with pytest.raises(ValueError, match="unknown task"):
-        load_model("tiny-bert", task="translation")
+def test_unknown_model_kind_is_rejected():
+    with pytest.raises(ValueError, match="unknown model kind"):
+        load_model("tiny-bert", kind="translation")
 
 
 @pytest.mark.parametrize("kind, key", [("bert", "max_position_embeddings"), ("gpt2", "n_positions")])

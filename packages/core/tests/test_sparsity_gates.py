@@ -194,7 +194,7 @@ def test_compaction_refuses_masked_layers():
 )
 def test_compacted_model_saves_and_reloads(kind, model_class, tmp_path):
     task = "causal-lm" if kind == "gpt2" else "sequence-classification"
-    model, _ = tiny_model(kind, task=task)
+    model, _ = tiny_model(kind, head=task)
     model.eval()
     inputs = _inputs(model)
     gates = add_structural_gates(model)

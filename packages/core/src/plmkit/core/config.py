@@ -27,7 +27,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from plmkit.core.errors import ConfigError, MethodError
+from plmkit.core.errors import ConfigError, MethodError, TaskError
 from plmkit.core.training import get_method
 
 __all__ = [
@@ -38,7 +38,9 @@ __all__ = [
     "RunArguments",
     "parse_experiment",
     "parse_method_options",
+    "parse_section_options",
     "split_method_flags",
+    "split_section_flags",
 ]
 
 
@@ -101,6 +103,8 @@ class ExperimentConfig:
     run: RunArguments
     method_name: str = "finetune"
     method_options: dict[str, Any] = field(default_factory=dict)
+    task_name: str = "classification"
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config, in the same flat shape a YAML file uses (so a run's config file can be re-run)."""
@@ -108,36 +112,38 @@ class ExperimentConfig:
         for part in (self.model, self.data, self.run):
             out.update(dataclasses.asdict(part))
         out.update({k: v for k, v in self.training.to_dict().items() if not k.startswith("_")})
+        out["task"] = {"name": self.task_name, **self.task_options}
         out["method"] = {"name": self.method_name, **self.method_options}
         return out
 
 
 _ARG_CLASSES = (ModelArguments, DataArguments, TrainingArguments, RunArguments)
+SECTIONS = ("method", "task")
 
 
-def split_method_flags(argv: list[str]) -> tuple[list[str], str | None, dict[str, str]]:
-    """Separate `--method NAME` and `--method.KEY VALUE` (or `--method.KEY=VALUE`) from the other flags."""
+def split_section_flags(argv: list[str], section: str) -> tuple[list[str], str | None, dict[str, str]]:
+    """Separate `--SECTION NAME` and `--SECTION.KEY VALUE` (or `--SECTION.KEY=VALUE`) from the other flags."""
     rest: list[str] = []
     name: str | None = None
     options: dict[str, str] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--method" or arg.startswith("--method="):
+        if arg == f"--{section}" or arg.startswith(f"--{section}="):
             if "=" in arg:
                 name = arg.split("=", 1)[1]
             else:
                 if i + 1 >= len(argv):
-                    raise ConfigError("--method needs a method name")
+                    raise ConfigError(f"--{section} needs a {section} name")
                 name = argv[i + 1]
                 i += 1
-        elif arg.startswith("--method."):
-            key = arg[len("--method.") :]
+        elif arg.startswith(f"--{section}."):
+            key = arg[len(section) + 3 :]
             if "=" in key:
                 key, value = key.split("=", 1)
             else:
                 if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                    raise ConfigError(f"--method.{key} needs a value")
+                    raise ConfigError(f"--{section}.{key} needs a value")
                 value = argv[i + 1]
                 i += 1
             options[key.replace("-", "_")] = value
@@ -147,18 +153,46 @@ def split_method_flags(argv: list[str]) -> tuple[list[str], str | None, dict[str
     return rest, name, options
 
 
-def parse_method_options(name: str, from_file: dict[str, Any], from_flags: dict[str, str]) -> dict[str, Any]:
-    """Typed method options: file values as they are, flag strings converted by the config's field types."""
-    config_class = get_method(name).config_class
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted((set(from_file) | set(from_flags)) - known)
+def split_method_flags(argv: list[str]) -> tuple[list[str], str | None, dict[str, str]]:
+    """`split_section_flags(argv, "method")`."""
+    return split_section_flags(argv, "method")
+
+
+def _config_class(section: str, name: str) -> type:
+    if section == "method":
+        return get_method(name).config_class
+    from plmkit.core.tasks import get_task
+
+    return get_task(name).config_class
+
+
+def _section_error(section: str) -> type[Exception]:
+    return MethodError if section == "method" else TaskError
+
+
+def parse_section_options(section: str, name: str, from_file: dict[str, Any], from_flags: dict[str, str]) -> dict[str, Any]:
+    """Typed options of a method or task: file values as they are, flag strings converted by the config's field
+    types (a list-typed option takes a comma-separated flag value)."""
+    config_class = _config_class(section, name)
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted((set(from_file) | set(from_flags)) - set(fields))
     if unknown:
-        raise MethodError(f"method {name!r} has no option(s) {unknown}; its options are {sorted(known) or 'none'}")
+        raise _section_error(section)(
+            f"{section} {name!r} has no option(s) {unknown}; its options are {sorted(fields) or 'none'}"
+        )
     parser = HfArgumentParser(config_class)
     parser.set_defaults(**from_file)
-    flags = [tok for k, v in from_flags.items() for tok in (f"--{k}", v)]
-    namespace, extra = parser.parse_known_args(flags)
+    flags: list[str] = []
+    for key, value in from_flags.items():
+        listed = "list" in str(fields[key].type).lower() or "tuple" in str(fields[key].type).lower()
+        flags += [f"--{key}", *([v.strip() for v in value.split(",") if v.strip()] if listed else [value])]
+    namespace, _ = parser.parse_known_args(flags)
     return {k: v for k, v in vars(namespace).items() if k in set(from_file) | set(from_flags)}
+
+
+def parse_method_options(name: str, from_file: dict[str, Any], from_flags: dict[str, str]) -> dict[str, Any]:
+    """Typed method options (see `parse_section_options`)."""
+    return parse_section_options("method", name, from_file, from_flags)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -186,26 +220,44 @@ def _without_overridden_sources(file_cfg: dict[str, Any], flags: list[str]) -> d
     return file_cfg
 
 
+def _section(file_cfg: dict[str, Any], section: str) -> dict[str, Any]:
+    value = file_cfg.pop(section, None) or {}
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"`{section}:` must be a name or a mapping with `name` and options, got {value!r}")
+    return dict(value)
+
+
 def parse_experiment(argv: list[str]) -> ExperimentConfig:
     """Parse `[CONFIG.yaml] [--flags]` into an ExperimentConfig (flags override the file)."""
     file_cfg: dict[str, Any] = {}
     if argv and not argv[0].startswith("-"):
         file_cfg = load_yaml(argv[0])
         argv = argv[1:]
-    method_cfg = file_cfg.pop("method", None) or {}
-    if isinstance(method_cfg, str):
-        method_cfg = {"name": method_cfg}
-    method_cfg = dict(method_cfg)
+    sections = {name: _section(file_cfg, name) for name in SECTIONS}
 
     parser = HfArgumentParser(_ARG_CLASSES)
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(file_cfg) - known)
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown} (see `plmkit train --help` for the valid ones)")
-    rest, flag_name, flag_options = split_method_flags(argv)
+    rest = argv
+    chosen: dict[str, tuple[str, dict[str, Any]]] = {}
+    defaults = {"method": "finetune", "task": "classification"}
+    flag_sections = {}
+    for section in SECTIONS:
+        rest, flag_name, flag_options = split_section_flags(rest, section)
+        flag_sections[section] = (flag_name, flag_options)
     file_cfg = _without_overridden_sources(file_cfg, rest)
-    if flag_name is not None and flag_name != method_cfg.get("name", flag_name):
-        method_cfg = {}  # another method on the command line: the file's options were for the file's method
+    for section in SECTIONS:
+        flag_name, flag_options = flag_sections[section]
+        from_file = sections[section]
+        if flag_name is not None and flag_name != from_file.get("name", flag_name):
+            from_file = {}  # another method/task on the command line: the file's options were for the file's one
+        name = flag_name or from_file.pop("name", defaults[section])
+        from_file.pop("name", None)
+        chosen[section] = (name, parse_section_options(section, name, from_file, flag_options))
     parser.set_defaults(**file_cfg)
     if "output_dir" not in file_cfg and "--output_dir" not in " ".join(rest):
         parser.set_defaults(output_dir="outputs/run")
@@ -218,8 +270,6 @@ def parse_experiment(argv: list[str]) -> ExperimentConfig:
         model_args, data_args, training_args, run_args = parser.parse_args_into_dataclasses(args=rest)
     except ValueError as err:  # unknown flags, or TrainingArguments refusing a combination
         raise ConfigError(str(err)) from err
-
-    name = flag_name or method_cfg.pop("name", "finetune")
-    method_cfg.pop("name", None)
-    options = parse_method_options(name, method_cfg, flag_options)
-    return ExperimentConfig(model_args, data_args, training_args, run_args, name, options)
+    (method_name, method_options), (task_name, task_options) = chosen["method"], chosen["task"]
+    return ExperimentConfig(model_args, data_args, training_args, run_args, method_name, method_options,
+                            task_name, task_options)

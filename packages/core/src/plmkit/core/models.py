@@ -22,6 +22,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -42,7 +43,7 @@ from plmkit.core.errors import ModelNotFoundError
 
 __all__ = [
     "ALIASES",
-    "TASKS",
+    "KINDS",
     "ModelNotFoundError",
     "fresh_parameters",
     "hub_reachable",
@@ -51,11 +52,12 @@ __all__ = [
     "resolve_model_path",
 ]
 
-TASKS: dict[str, type] = {
+KINDS: dict[str, type] = {
     "sequence-classification": AutoModelForSequenceClassification,
     "token-classification": AutoModelForTokenClassification,
     "masked-lm": AutoModelForMaskedLM,
     "causal-lm": AutoModelForCausalLM,
+    "seq2seq": AutoModelForSeq2SeqLM,
     "base": AutoModel,
 }
 
@@ -189,10 +191,10 @@ def _hub_kwargs(path: str) -> dict[str, Any]:
     return {} if Path(path).is_dir() or hub_reachable() else {"local_files_only": True}
 
 
-def _model_class(task: str) -> type:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
-    return TASKS[task]
+def _model_class(kind: str) -> type:
+    if kind not in KINDS:
+        raise ModelNotFoundError(f"unknown model kind {kind!r}; expected one of {sorted(KINDS)}")
+    return KINDS[kind]
 
 
 def _not_found(name: str) -> ModelNotFoundError:
@@ -225,7 +227,7 @@ def fresh_parameters(model: torch.nn.Module) -> frozenset[str]:
 
 def load_model(
     name_or_path: str,
-    task: str = "sequence-classification",
+    kind: str = "sequence-classification",
     num_labels: int | None = None,
     seed: int = 0,
     dtype: str | torch.dtype = "float32",
@@ -235,7 +237,7 @@ def load_model(
 
     Args:
         name_or_path: an alias (see `ALIASES`), a local folder written by `save_pretrained`, or a hub id.
-        task: one of `TASKS` (which Auto class builds the head).
+        kind: one of `KINDS` (which Auto class builds the head: a classifier, a masked-LM head, a decoder, ...).
         num_labels: size of the classification head, for classification tasks.
         seed: initialises random weights (tiny models, fresh heads) reproducibly.
         dtype: the parameters' dtype. float32 by default whatever the checkpoint stores: transformers 5 loads a
@@ -245,7 +247,7 @@ def load_model(
 
     The names of the parameters that were initialised rather than loaded are kept (see `fresh_parameters`).
     """
-    model_cls = _model_class(task)
+    model_cls = _model_class(kind)
     if num_labels is not None:
         overrides["num_labels"] = num_labels
     alias = ALIASES.get(name_or_path)

@@ -22,12 +22,14 @@ _FILLER = "the a movie film story is was it this that and of".split()
 
 
 def tiny_model(
-    kind: str = "bert", task: str = "sequence-classification", num_labels: int = 2, dropout: bool = False, **overrides: Any
+    kind: str = "bert", head: str = "sequence-classification", num_labels: int = 2, dropout: bool = False,
+    **overrides: Any,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A random 2-layer model (`kind` in bert, roberta, xlmr, gpt2), dropout off by default for exact tests."""
+    """A random 2-layer model (`kind` in bert, roberta, xlmr, gpt2) with `head` (a `load_model` kind), dropout off by
+    default for exact tests."""
     if not dropout:
         overrides = {**_no_dropout(kind), **overrides}
-    return load_model(f"tiny-{kind}", task=task, num_labels=num_labels, **overrides)
+    return load_model(f"tiny-{kind}", kind=head, num_labels=num_labels, **overrides)
 
 
 def _no_dropout(kind: str) -> dict[str, float]:

@@ -69,6 +69,7 @@ __all__ = [
     "get_method",
     "make_compute_metrics",
     "option_choices",
+    "prepare_model",
 ]
 
 METHODS = Registry("plmkit.methods", "method", MethodError)
@@ -89,11 +90,13 @@ class MethodConfig:
     """Base class of every method's (and task's) options. Options with `metadata={"choices": (...)}` are checked
     against them; subclasses check the rest in `validate`."""
 
+    error: ClassVar[type[Exception]] = MethodError
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices:
-                raise MethodError(f"{f.name} must be one of {list(choices)}, got {getattr(self, f.name)!r}")
+                raise self.error(f"{f.name} must be one of {list(choices)}, got {getattr(self, f.name)!r}")
         self.validate()
 
     def validate(self) -> None:
@@ -361,6 +364,13 @@ def _takes_context(hook: Any) -> bool:
     return len(inspect.signature(hook).parameters) >= 2
 
 
+def prepare_model(method: Method, model: nn.Module, ctx: MethodContext) -> nn.Module:
+    """`method.prepare_model(model, ctx)` (or `(model)` for a method written for the first contract)."""
+    if _takes_context(method.prepare_model):
+        return method.prepare_model(model, ctx)
+    return method.prepare_model(model)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------------------------------------------
@@ -465,10 +475,7 @@ class Trainer(transformers.Trainer):
         self.resumed_from: str | None = None
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_count = 0
-        if _takes_context(self.method.prepare_model):
-            model = self.method.prepare_model(model, self.method_context)
-        else:
-            model = self.method.prepare_model(model)
+        model = prepare_model(self.method, model, self.method_context)
         callbacks = list(kwargs.pop("callbacks", None) or []) + self.method.callbacks()
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
         self.method_context.trainer = self

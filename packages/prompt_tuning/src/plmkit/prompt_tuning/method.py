@@ -34,7 +34,7 @@ def load_masked_lm(backbone: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
     """The masked-LM version of `backbone`'s checkpoint (for its head); built from the config if it has no source."""
     source = getattr(backbone.config, "_name_or_path", "") or ""
     if source:
-        masked_lm, _ = load_model(source, task="masked-lm", seed=seed)
+        masked_lm, _ = load_model(source, kind="masked-lm", seed=seed)
         return masked_lm
     return AutoModelForMaskedLM.from_config(backbone.config)
 
