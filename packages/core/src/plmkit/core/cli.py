@@ -6,6 +6,8 @@
     plmkit train [CONFIG.yaml] [--flags] train (see `plmkit train --help`)
     plmkit eval RUN_DIR [--split test] [data flags]
     plmkit export RUN_DIR --output_dir DIR [--method.KEY VALUE]
+    plmkit tasks                         installed tasks and their options
+    plmkit PACKAGE COMMAND ...           commands installed packages add (entry-point group plmkit.commands)
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ import dataclasses
 import json
 import os
 import sys
+from typing import Any
+
+from plmkit.core.errors import PlmkitError
+from plmkit.core.registry import Registry
 
 USAGE = __doc__
 
 
-def _cmd_methods(argv: list[str]) -> int:
-    from plmkit.core.training import available_methods, get_method
+def _list_plugins(section: str, argv: list[str]) -> int:
+    from plmkit.core.tasks import TASKS
+    from plmkit.core.training import METHODS
 
-    names = sorted(available_methods())
-    for name in argv or names:
+    registry = METHODS if section == "method" else TASKS
+    for name in argv or registry.names():
         try:
-            cls = get_method(name)
+            cls = registry.get(name)
         except ImportError as err:  # one broken plugin must not hide the others
             print(f"{name}: cannot be loaded ({type(err).__name__}: {err})")
             continue
@@ -33,8 +40,17 @@ def _cmd_methods(argv: list[str]) -> int:
         print(f"{name}: {doc}")
         for f in dataclasses.fields(cls.config_class):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            print(f"    --method.{f.name} (default {default!r}): {f.metadata.get('help', '')}")
+            choices = f" (one of {list(f.metadata['choices'])})" if "choices" in f.metadata else ""
+            print(f"    --{section}.{f.name} (default {default!r}): {f.metadata.get('help', '')}{choices}")
     return 0
+
+
+def _cmd_methods(argv: list[str]) -> int:
+    return _list_plugins("method", argv)
+
+
+def _cmd_tasks(argv: list[str]) -> int:
+    return _list_plugins("task", argv)
 
 
 def _cmd_data(argv: list[str]) -> int:
@@ -95,21 +111,34 @@ def _cmd_export(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"methods": _cmd_methods, "data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export}
+COMMANDS = {"methods": _cmd_methods, "tasks": _cmd_tasks, "data": _cmd_data, "train": _cmd_train,
+            "eval": _cmd_eval, "export": _cmd_export}
+PACKAGE_COMMANDS = Registry("plmkit.commands", "command", PlmkitError)
+
+
+def _command(name: str) -> Any:
+    """A core command, or a package's (`plmkit upt stage1 ...`: entry point `upt` -> a function taking argv)."""
+    if name in COMMANDS:
+        return COMMANDS[name]
+    if name in PACKAGE_COMMANDS.entries():
+        return PACKAGE_COMMANDS.get(name)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    command = _command(argv[0]) if argv else None
+    if command is None:
         print(USAGE.strip())
+        extra = PACKAGE_COMMANDS.names()
+        if extra:
+            print(f"\npackage commands: {', '.join(extra)}")
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    from plmkit.core.errors import PlmkitError
-
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        return int(command(argv[1:]) or 0)
     except PlmkitError as err:
         # Bad input ends with one clear line (other exceptions are bugs and keep their traceback);
         # PLMKIT_DEBUG=1 shows the traceback here too.

@@ -40,15 +40,18 @@ from transformers import (
 )
 
 from plmkit.core.errors import ModelNotFoundError
+from plmkit.core.registry import Registry
 
 __all__ = [
     "ALIASES",
     "KINDS",
+    "MODEL_TYPES",
     "ModelNotFoundError",
     "fresh_parameters",
     "hub_reachable",
     "load_model",
     "load_tokenizer",
+    "register_model_types",
     "resolve_model_path",
 ]
 
@@ -205,6 +208,20 @@ def _not_found(name: str) -> ModelNotFoundError:
     )
 
 
+MODEL_TYPES = Registry("plmkit.models", "model type", ModelNotFoundError)
+
+
+@functools.cache
+def register_model_types() -> tuple[str, ...]:
+    """Run every installed `plmkit.models` entry point once: each registers a package's model types with
+    transformers' Auto classes (AutoConfig.register, AutoModel*.register), so `load_model` and plain
+    `from_pretrained` of a saved folder work for them. Returns the names registered."""
+    names = tuple(MODEL_TYPES.names())
+    for name in names:
+        MODEL_TYPES.get(name)()
+    return names
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     alias = ALIASES.get(name_or_path)
     if alias is not None and alias.tokenizer is not None:
@@ -247,6 +264,7 @@ def load_model(
 
     The names of the parameters that were initialised rather than loaded are kept (see `fresh_parameters`).
     """
+    register_model_types()
     model_cls = _model_class(kind)
     if num_labels is not None:
         overrides["num_labels"] = num_labels

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
-from transformers import TrainerCallback
 
 from plmkit.core.sparsity import (
-    SparsityScheduleCallback,
+    SparsitySchedule,
     cubic_sparsity,
     export_dense,
     mask_linears,
+    masked_sparsity,
     set_sparsity,
 )
-from plmkit.core.training import Method, MethodConfig, MethodError
+from plmkit.core.training import Method, MethodConfig, MethodContext, MethodError
 
 __all__ = ["CubicScheduleConfig", "MovementScoresConfig", "PruningConfig", "PruningMethod", "movement_parameter_groups"]
 
@@ -53,7 +53,7 @@ class CubicScheduleConfig(MethodConfig):
             )
 
     def schedule(self, initial: float | None = None, final: float | None = None) -> Callable[[int, int], float]:
-        """s(step, total_steps) for `SparsityScheduleCallback`: from `initial_sparsity` to `sparsity`, or between
+        """s(step, total_steps) for `SparsitySchedule`: from `initial_sparsity` to `sparsity`, or between
         other end points on the same warm-ups (a threshold schedule, for example)."""
         return functools.partial(
             cubic_sparsity,
@@ -128,7 +128,12 @@ class PruningMethod(Method):
     config_class = PruningConfig
     config: PruningConfig
 
-    def prepare_model(self, model: nn.Module) -> nn.Module:
+    def __init__(self, config: PruningConfig | None = None, **options: Any) -> None:
+        super().__init__(config, **options)
+        self.schedule = SparsitySchedule(self.config.schedule(), ranking=self.config.ranking)
+        self.reached: float | None = None
+
+    def prepare_model(self, model: nn.Module, ctx: MethodContext | None = None) -> nn.Module:
         if not mask_linears(model, scorer=self.config.scorer, mode="topk", scores_init=self.config.initial_scores):
             raise MethodError(f"no prunable linear layers found in {type(model).__name__}")
         set_sparsity(model, self.config.initial_sparsity, self.config.ranking)
@@ -140,8 +145,17 @@ class PruningMethod(Method):
             return None
         return movement_parameter_groups(model, c.scores_learning_rate, c.scores_lr_schedule)
 
-    def callbacks(self) -> list[TrainerCallback]:
-        return [SparsityScheduleCallback(self.config.schedule(), ranking=self.config.ranking)]
+    def on_train_begin(self, ctx: MethodContext) -> None:
+        self.schedule.apply(ctx.model, ctx.global_step, ctx.state.max_steps)
+
+    def on_step_end(self, ctx: MethodContext) -> None:
+        self.schedule.apply(ctx.model, ctx.global_step, ctx.state.max_steps)
+
+    def report(self) -> dict[str, Any]:
+        return {"masked_sparsity": self.reached} if self.reached is not None else {}
+
+    def on_train_end(self, ctx: MethodContext) -> None:
+        self.reached = masked_sparsity(ctx.model)
 
     def export(self, model: nn.Module) -> nn.Module:
         """Plain dense layers holding mask * W: loads in transformers, zeros included."""

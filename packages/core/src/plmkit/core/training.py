@@ -16,6 +16,7 @@ A method is a config dataclass plus an object with optional hooks. Every hook ge
 |                                        | logged as `loss/<name>`; the task loss is weighted by `task_loss_weight` |
 | `before_optimizer_step(model, ctx)`    | after gradient clipping, before `optimizer.step()` (edit gradients)  |
 | `on_train_begin/on_epoch_begin/on_step_begin/on_step_end/on_epoch_end/on_train_end(ctx)` | lifecycle  |
+| `before_evaluate(ctx)`                 | before every evaluation (e.g. refresh anchors from the training data) |
 | `state_dict()` / `load_state_dict(s)`  | saved in every checkpoint and restored on resume                      |
 | `report()`                             | extra numbers merged into the run's metrics.json                      |
 | `export(model)`                        | a model plain transformers can load                                   |
@@ -295,6 +296,9 @@ class Method:
     def on_train_end(self, ctx: MethodContext) -> None:
         pass
 
+    def before_evaluate(self, ctx: MethodContext) -> None:
+        pass
+
     # -- state, report, export ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold to resume this method exactly: tensors and JSON-able values."""
@@ -529,6 +533,10 @@ class Trainer(transformers.Trainer):
                 scheduler.lr_lambdas[i] = _constant_factor
                 groups[i]["lr"] = scheduler.base_lrs[i]
         return scheduler
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        self.method.before_evaluate(self.method_context)
+        return super().evaluate(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -3,7 +3,7 @@
 - ``masks``: straight-through top-k / threshold binarizers and the global top-k threshold.
 - ``layers``: ``MaskedLinear`` (magnitude or movement scores, nn.Linear or GPT-2 Conv1D), ``mask_linears``,
   ``set_sparsity`` (per-matrix or global ranking), ``set_threshold``.
-- ``schedule``: the cubic sparsity schedule and a Trainer callback applying it after every optimizer step.
+- ``schedule``: the cubic sparsity schedule and `SparsitySchedule`, which methods apply after every optimizer step.
 - ``gates`` / ``importance`` / ``compaction``: head and FFN-neuron gates, first-order importance, keep-masks,
   and physical removal of gated-off units.
 - ``export``: fold masks into plain dense weights; ``report``: sparsity, parameter and FLOP counts.
@@ -35,6 +35,7 @@ from plmkit.core.sparsity.masks import (
 )
 from plmkit.core.sparsity.report import format_report, sparsity_report
 from plmkit.core.sparsity.schedule import (
+    SparsitySchedule,
     SparsityScheduleCallback,
     cubic_sparsity,
     cubic_sparsity_steps,
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_TARGETS",
     "BlockParts",
     "MaskedLinear",
+    "SparsitySchedule",
     "SparsityScheduleCallback",
     "StructuralGates",
     "ThresholdBinarizer",

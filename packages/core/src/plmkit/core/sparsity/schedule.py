@@ -14,7 +14,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from plmkit.core.sparsity.layers import Ranking, masked_layers, set_sparsity, set_threshold
 
-__all__ = ["cubic_sparsity", "cubic_sparsity_steps", "masked_sparsity", "SparsityScheduleCallback"]
+__all__ = ["cubic_sparsity", "cubic_sparsity_steps", "masked_sparsity", "SparsitySchedule", "SparsityScheduleCallback"]
 
 
 def cubic_sparsity_steps(
@@ -58,18 +58,16 @@ def cubic_sparsity(
     )
 
 
-class SparsityScheduleCallback(TrainerCallback):
-    """Set ``schedule(completed_steps, max_steps)`` on every MaskedLinear of the trained model.
+class SparsitySchedule:
+    """Set ``schedule(completed_steps, max_steps)`` on every MaskedLinear of a model.
 
-    Applied at ``on_train_begin`` (s_i on a fresh run; the right value when resuming, since the Trainer
-    restores ``state.global_step`` first) and at every ``on_step_end``, i.e. after each optimizer step as in
-    the PST and movement-pruning loops, so the next forward and any evaluation use the new masks. With
-    ``quantity="threshold"`` the value is the threshold of threshold-mode layers (soft movement pruning).
+    A method calls ``apply(ctx.model, ctx.global_step, ctx.state.max_steps)`` in its ``on_train_begin`` (s_i on a
+    fresh run; the right value when resuming, since the Trainer restores the step first) and ``on_step_end`` hooks,
+    i.e. after each optimizer step as in the PST and movement-pruning loops, so the next forward and any evaluation
+    use the new masks. With ``quantity="threshold"`` the value is the threshold of threshold-mode layers (soft
+    movement pruning). ``current`` is the last value set.
 
-    The final train metrics (and so a run's metrics.json) get ``train_masked_sparsity``: the fraction of zeros the
-    masks actually hold over every masked matrix, whatever the schedule asked for.
-
-    Example: ``SparsityScheduleCallback(functools.partial(cubic_sparsity, final_sparsity=0.9))``.
+    Example: ``SparsitySchedule(functools.partial(cubic_sparsity, final_sparsity=0.9))``.
     """
 
     def __init__(
@@ -85,31 +83,36 @@ class SparsityScheduleCallback(TrainerCallback):
         self.quantity = quantity
         self.current: float | None = None
 
-    def _apply(self, state: TrainerState, model: nn.Module | None) -> None:
-        if model is None:
-            raise ValueError(
-                "SparsityScheduleCallback needs the model (the Trainer passes it as kwargs['model'])"
-            )
-        self.current = self.schedule(state.global_step, state.max_steps)
+    def apply(self, model: nn.Module, step: int, total_steps: int) -> float:
+        self.current = self.schedule(step, total_steps)
         if self.quantity == "sparsity":
             set_sparsity(model, self.current, self.ranking)
         else:
             set_threshold(model, self.current)
+        return self.current
 
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        self._apply(state, kwargs.get("model"))
 
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        self._apply(state, kwargs.get("model"))
+class SparsityScheduleCallback(TrainerCallback):
+    """Transitional: a `SparsitySchedule` driven as a TrainerCallback, for methods not yet on the hook contract."""
 
-    def on_log(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
-        **kwargs: Any
-    ) -> None:
+    def __init__(self, schedule: Callable[[int, int], float], ranking: Ranking = "layer",
+                 quantity: Literal["sparsity", "threshold"] = "sparsity") -> None:
+        self.driver = SparsitySchedule(schedule, ranking, quantity)
+
+    @property
+    def current(self) -> float | None:
+        return self.driver.current
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        self.driver.apply(kwargs["model"], state.global_step, state.max_steps)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        self.driver.apply(kwargs["model"], state.global_step, state.max_steps)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict | None = None, **kwargs: Any) -> None:
         if logs is not None and "train_runtime" in logs and kwargs.get("model") is not None:
             logs["train_masked_sparsity"] = masked_sparsity(kwargs["model"])
 
