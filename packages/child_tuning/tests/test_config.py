@@ -24,8 +24,8 @@ def test_reference_defaults_per_mode():
         ({"reserve_p": 0.0}, "reserve_p must be in (0, 1]"),
         ({"reserve_p": 1.5}, "reserve_p must be in (0, 1]"),
         ({"reserve_p": -0.1}, "reserve_p must be in (0, 1]"),
-        ({"mode": "X"}, "mode must be 'F' or 'D'"),
-        ({"mode": "f"}, "mode must be 'F' or 'D'"),
+        ({"mode": "X"}, "mode must be one of ['F', 'D'], got 'X'"),
+        ({"mode": "f"}, "mode must be one of ['F', 'D'], got 'f'"),
         ({"fisher_grad_clip": -1.0}, "fisher_grad_clip must be >= 0"),
         ({"param_pattern": "layer("}, "is not a regex"),
     ],
@@ -39,6 +39,24 @@ def test_cli_reports_bad_option_in_one_line(capsys):
     rc = main(["train", "--model_name_or_path", "tiny-bert", "--method", "child_tuning", "--method.reserve_p", "2"])
     assert rc == 2
     assert "reserve_p must be in (0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_cli_rejects_a_mode_outside_the_choices(capsys):
+    try:
+        rc = main(["train", "--model_name_or_path", "tiny-bert", "--method", "child_tuning", "--method.mode", "X"])
+    except SystemExit as stop:  # the flag parser checks the choices before the config does (and exits)
+        rc = stop.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'X'" in err and "'F'" in err and "'D'" in err
+
+
+def test_uses_only_the_v2_hooks():
+    from plmkit.core.training import Method, option_choices
+
+    method = ChildTuningMethod()
+    assert method.callbacks() == [] and type(method).extra_loss is Method.extra_loss
+    assert option_choices(ChildTuningConfig, "mode") == ("F", "D")
 
 
 CONFIGS = sorted((__import__("pathlib").Path(__file__).parents[1] / "configs").glob("*.yaml"))

@@ -1,15 +1,20 @@
 """The `plmkit` CLI end to end with method `pst` on tiny-bert: train, reload, export, and the slow real-data smoke."""
 
 import json
+import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
 from plmkit.core.cli import main
+from plmkit.core.data import TaskData, encode
 from plmkit.core.run import load_run
-from plmkit.core.testing import tiny_dataset
-from plmkit.pst import PSTLinear, pst_layers
+from plmkit.core.sparsity import cubic_sparsity, masked_sparsity
+from plmkit.core.testing import tiny_dataset, tiny_model
+from plmkit.core.training import Trainer
+from plmkit.pst import PSTLinear, PSTMethod, pst_layers, pst_parameter_counts
 
 TINY = ["--model_name_or_path", "tiny-bert", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
         "--config_overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"]
@@ -59,6 +64,51 @@ def test_cli_export_loads_in_plain_transformers(run_dir, tmp_path):
         assert torch.allclose(plain(**batch).logits, model(**batch).logits, atol=1e-6)
     encoder = [m for n, m in plain.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder.layer." in n]
     assert encoder and all(int((m.weight == 0).sum()) == int(0.8 * m.weight.numel()) for m in encoder)
+
+
+def test_trainer_applies_the_schedule_and_reports_the_counts_once(tmp_path, capsys):
+    model, tok = tiny_model("bert")
+    task = TaskData("toy", tiny_dataset(64, 8), ("text",), label_names=("a", "b"))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=5, per_device_train_batch_size=8, learning_rate=1e-2,
+                             report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no")
+    method = PSTMethod(sparsity=0.6, initial_warmup=0.2, final_warmup=0.2)
+    seen = []
+    original = method.schedule.apply
+    method.schedule.apply = lambda m, step, total: seen.append(step) or original(m, step, total)
+    trainer = Trainer(model, args, method=method, train_dataset=encode(task, tok, 32)["train"],
+                      data_collator=DataCollatorWithPadding(tok))
+    trainer.train()
+    assert seen == [0, 1, 2, 3, 4, 5]  # on_train_begin, then after every optimizer step
+    for _, layer in pst_layers(model):
+        assert layer.sparsity == pytest.approx(cubic_sparsity(5, 5, 0.6, 0.0, 0.2, 0.2), abs=1e-3)
+    assert masked_sparsity(model) == pytest.approx(0.6, abs=1e-3)
+    report = method.report()
+    assert report == {f"pst_{k}": v for k, v in pst_parameter_counts(model).items()}
+    assert capsys.readouterr().err.count("[plmkit.pst] trainable params:") == 1
+
+
+def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path):
+    """Stopping at step 3 of 6 (mid-schedule) and resuming from checkpoint-3 reproduces the uninterrupted run."""
+    data = []
+    for split, ds in tiny_dataset(64, 16).items():
+        ds.to_csv(str(tmp_path / f"{split}.csv"), index=False)
+        data += [f"--{split}_file", str(tmp_path / f"{split}.csv")]
+    flags = [*TINY, *data, "--max_steps", "6", "--learning_rate", "1e-2", "--per_device_train_batch_size", "8",
+             "--save_strategy", "steps", "--save_steps", "3", "--method", "pst", "--method.sparsity", "0.8",
+             "--method.rank_uv", "4", "--method.train_head", "true"]
+    assert main(["train", *flags, "--output_dir", str(tmp_path / "full")]) == 0
+    resumed = tmp_path / "resumed"
+    assert main(["train", *flags, "--output_dir", str(resumed)]) == 0
+    shutil.rmtree(resumed / "checkpoint-6")
+    (resumed / "model.safetensors").unlink()
+    assert main(["train", *flags, "--output_dir", str(resumed), "--resume_from_checkpoint",
+                 str(resumed / "checkpoint-3")]) == 0
+    full, again = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert full.keys() == again.keys()
+    assert all(torch.equal(full[k], again[k]) for k in full)
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["pst_pst_parameters"] == json.loads((tmp_path / "full" / "metrics.json").read_text())[
+        "pst_pst_parameters"]
 
 
 @pytest.mark.slow

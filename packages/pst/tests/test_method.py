@@ -162,4 +162,38 @@ def test_bad_options_raise_method_error(options, message):
 def test_no_target_raises():
     model, _ = tiny_model("bert")
     with pytest.raises(MethodError, match="no linear layers"):
-        PSTMethod(targets="nothing.*").prepare_model(model)
+        PSTMethod(targets=["nothing.*"]).prepare_model(model)
+
+
+def test_targets_is_a_list_of_patterns():
+    model, _ = tiny_model("bert")
+    PSTMethod(targets=["*.attention.self.query", "*.output.dense"]).prepare_model(model)
+    names = {n.split(".encoder.layer.")[1].split(".", 1)[1] for n, _ in pst_layers(model)}
+    assert names == {"attention.self.query", "attention.output.dense", "output.dense"}
+    assert PSTConfig().target_patterns() is None and PSTConfig(targets=[" ", ""]).target_patterns() is None
+    with pytest.raises(MethodError, match="targets must be a list"):
+        PSTConfig(targets="*.query,*.key")
+
+
+def test_train_head_is_a_choice():
+    from plmkit.core.training import option_choices
+
+    assert option_choices(PSTConfig, "train_head") == ("auto", "true", "false")
+    assert PSTConfig(train_head=False).train_head == "false"  # YAML booleans
+    with pytest.raises(MethodError, match=r"train_head must be one of \['auto', 'true', 'false'\], got 'yes'"):
+        PSTConfig(train_head="yes")
+
+
+def test_flags_give_typed_options():
+    from plmkit.core.config import parse_experiment
+
+    cfg = parse_experiment(["--method", "pst", "--method.targets", "*.query,*.value", "--method.train_head", "false"])
+    assert PSTConfig(**cfg.method_options) == PSTConfig(targets=["*.query", "*.value"], train_head="false")
+
+
+def test_uses_only_the_v2_hooks():
+    from plmkit.core.training import Method
+
+    method = PSTMethod()
+    assert method.callbacks() == [] and type(method).extra_loss is Method.extra_loss
+    assert method.report() == {}  # nothing counted before training

@@ -6,14 +6,14 @@ step, with a fresh random mask (Child-Tuning_F) or a fixed mask of the highest-F
 from plmkit.child_tuning.config import ChildTuningConfig
 from plmkit.child_tuning.fisher import fisher_mask, fisher_scores, keep_threshold
 from plmkit.child_tuning.masks import FMaskSampler, apply_fixed_mask_, matching_parameters
-from plmkit.child_tuning.method import ChildTuningCallback, ChildTuningMethod
+from plmkit.child_tuning.method import ChildTuningMethod, fisher_batches
 
 __all__ = [
-    "ChildTuningCallback",
     "ChildTuningConfig",
     "ChildTuningMethod",
     "FMaskSampler",
     "apply_fixed_mask_",
+    "fisher_batches",
     "fisher_mask",
     "fisher_scores",
     "keep_threshold",

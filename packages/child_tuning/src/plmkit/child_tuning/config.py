@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from plmkit.core.training import MethodConfig, MethodError
 
-__all__ = ["ChildTuningConfig", "DEFAULT_PATTERNS"]
+__all__ = ["ChildTuningConfig", "DEFAULT_PATTERNS", "MODES"]
+
+MODES = ("F", "D")
 
 # Which tensors each mode touches when `param_pattern` is None: the reference masks every parameter in F mode and
 # scores/masks the names containing 'layer' in D mode (BERT/RoBERTa/XLM-R encoder blocks; case-sensitive, so the
@@ -25,8 +27,8 @@ class ChildTuningConfig(MethodConfig):
 
     mode: str = field(
         default="D",
-        metadata={"help": "'F' (task-free: fresh Bernoulli(reserve_p) mask every step) or 'D' (task-driven: "
-                          "fixed mask of the top reserve_p fraction by Fisher information)"},
+        metadata={"help": "F (task-free: fresh Bernoulli(reserve_p) mask every step) or D (task-driven: fixed mask "
+                          "of the top reserve_p fraction by Fisher information)", "choices": MODES},
     )
     reserve_p: float = field(
         default=0.3,
@@ -60,8 +62,6 @@ class ChildTuningConfig(MethodConfig):
     )
 
     def validate(self) -> None:
-        if self.mode not in ("F", "D"):
-            raise MethodError(f"child_tuning: mode must be 'F' or 'D', got {self.mode!r}")
         if not 0.0 < self.reserve_p <= 1.0:
             raise MethodError(f"child_tuning: reserve_p must be in (0, 1], got {self.reserve_p}")
         if self.fisher_grad_clip is not None and self.fisher_grad_clip < 0:

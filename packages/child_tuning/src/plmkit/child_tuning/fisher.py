@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -48,6 +48,17 @@ def _only_scored_require_grad(model: nn.Module, scored: Mapping[str, nn.Paramete
             p.requires_grad_(True)
 
 
+def _distributed_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over the processes of torch.distributed (in place); a no-op in a single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def _model_loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    return model(**batch).loss
+
+
 def fisher_scores(
     model: nn.Module,
     dataloader: Iterable[Batch],
@@ -55,22 +66,39 @@ def fisher_scores(
     grad_clip: float = 1.0,
     per_example: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    *,
+    num_batches: int | None = None,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: Callable[[nn.Module, dict[str, Any]], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Diagonal empirical Fisher information of the parameters whose name matches `pattern`.
 
-    One pass over `dataloader` (batches the model takes as `model(**batch)` and returns a `.loss` for) in train mode,
-    as the reference does. Each gradient (of the batch-mean loss, or of each example's loss if `per_example`) is
-    clipped per tensor to L2 norm `grad_clip` (0: no clipping), squared and averaged. The global random state is
-    left as it was, so the pass changes neither dropout nor data order of the training that follows. Under
-    torch.distributed the scores are averaged over processes, so every process gets the same mask.
+    One pass over `dataloader` (batches the model takes as `model(**batch)` and returns a `.loss` for, or that
+    `loss_fn(model, batch)` turns into a loss) in train mode, as the reference does. Each gradient (of the batch-mean
+    loss, or of each example's loss if `per_example`) is clipped per tensor to L2 norm `grad_clip` (0: no
+    clipping), squared and averaged. The global random state is left as it was, so the pass changes neither
+    dropout nor data order of the training that follows.
+
+    Several processes, each over its own share of the batches: every squared batch gradient is divided by
+    `num_batches`, the number of batches of all processes together (default: `len(dataloader)` summed over the
+    processes), and the sums are added with `all_reduce` (in-place sum over processes; default torch.distributed's),
+    so every process gets the scores a single process computes over all the batches (up to the order of the float
+    additions). Per example, the squared gradients and the example count are summed over processes before dividing.
     """
     scored = matching_parameters(model, pattern)
     if not scored:
         raise ValueError(f"no trainable parameter name matches {pattern!r}: nothing to score")
     device = next(iter(scored.values())).device
+    reduce = all_reduce if all_reduce is not None else _distributed_sum
+    loss_fn = loss_fn if loss_fn is not None else _model_loss
     scores = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in scored.items()}
     # The reference divides every term by the number of batches up front; per example the count is known at the end.
-    n_terms = 1 if per_example else len(dataloader)  # type: ignore[arg-type]
+    if per_example:
+        n_terms = 1
+    elif num_batches is not None:
+        n_terms = num_batches
+    else:
+        n_terms = int(reduce(torch.tensor([len(dataloader)], dtype=torch.float64, device=device)).item())  # type: ignore[arg-type]
     seen = 0
     was_training = model.training
     autocast = (
@@ -84,7 +112,7 @@ def fisher_scores(
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             for inputs in _examples(batch) if per_example else (batch,):
                 with autocast:
-                    loss = model(**inputs).loss
+                    loss = loss_fn(model, inputs)
                 loss.backward()
                 for name, p in scored.items():
                     if p.grad is None:
@@ -95,13 +123,12 @@ def fisher_scores(
                 model.zero_grad(set_to_none=True)
                 seen += 1
     model.train(was_training)
+    for s in scores.values():
+        reduce(s)
     if per_example:
+        total = int(reduce(torch.tensor([seen], dtype=torch.float64, device=device)).item())
         for s in scores.values():
-            s /= max(seen, 1)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for s in scores.values():
-            dist.all_reduce(s)
-            s /= dist.get_world_size()
+            s /= max(total, 1)
     return scores
 
 
@@ -128,11 +155,13 @@ def fisher_mask(
     grad_clip: float = 1.0,
     per_example: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    **options: Any,
 ) -> dict[str, torch.Tensor]:
     """Child-Tuning_D's fixed child network: {parameter name: bool mask}, True for the top-`reserve_p` Fisher entries.
 
-    Ties at the threshold are kept, so slightly more than `reserve_p` can survive (as in the reference).
+    Ties at the threshold are kept, so slightly more than `reserve_p` can survive (as in the reference). `options`
+    go to `fisher_scores` (`num_batches`, `all_reduce`, `loss_fn`).
     """
-    scores = fisher_scores(model, dataloader, pattern, grad_clip, per_example, autocast_dtype)
+    scores = fisher_scores(model, dataloader, pattern, grad_clip, per_example, autocast_dtype, **options)
     threshold = keep_threshold(scores.values(), reserve_p)
     return {name: s >= threshold.to(s.device) for name, s in scores.items()}

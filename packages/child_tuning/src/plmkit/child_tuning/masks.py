@@ -41,19 +41,35 @@ class FMaskSampler:
         self.rescale = rescale
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._pending: dict[str, torch.Tensor] = {}  # loaded states of generators not created yet
         self._scratch: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+            state = self._pending.pop(str(device), None)
+            if state is None:
+                # A state saved by another process of the same kind of device (DDP: rank 0 saves cuda:0's state,
+                # rank 1 resumes on cuda:1; every process draws the same stream).
+                same_kind = [k for k in self._pending if torch.device(k).type == device.type]
+                state = self._pending.pop(same_kind[0]) if len(same_kind) == 1 else None
+            if state is not None:
+                generator.set_state(state)
+            self._generators[device] = generator
         return self._generators[device]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {str(d): g.get_state() for d, g in self._generators.items()}
+        """The state of every generator drawn from so far, by device ('cpu', 'cuda:0', ...)."""
+        return {**self._pending, **{str(d): g.get_state() for d, g in self._generators.items()}}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Continue the streams of `state_dict()`; generators not created yet take theirs when first used."""
         for device, rng_state in state.items():
-            self.generator(torch.device(device)).set_state(rng_state)
+            key = str(torch.device(device))
+            if torch.device(key) in self._generators:
+                self._generators[torch.device(key)].set_state(rng_state)
+            else:
+                self._pending[key] = rng_state
 
     def _buffers(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reusable random words and float mask, as large as the largest gradient seen (one pair per device)."""

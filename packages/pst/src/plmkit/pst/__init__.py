@@ -6,7 +6,7 @@
 
 from plmkit.pst.config import PSTConfig
 from plmkit.pst.layers import PSTLinear, pst_layers
-from plmkit.pst.method import PST_TARGETS, ParameterReportCallback, PSTMethod, head_parameter_names
+from plmkit.pst.method import PST_TARGETS, PSTMethod, head_parameter_names
 from plmkit.pst.params import format_parameter_counts, pst_factor_count, pst_parameter_counts
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "PSTLinear",
     "PSTMethod",
     "PST_TARGETS",
-    "ParameterReportCallback",
     "format_parameter_counts",
     "head_parameter_names",
     "pst_factor_count",

@@ -1,4 +1,4 @@
-"""PST's options, with the reference code's defaults (spec pst.md 1.2)."""
+"""PST's options, with the reference code's defaults (alibaba/AliceMind `S4/PST`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from plmkit.core.pruning import CubicScheduleConfig
 from plmkit.core.training import MethodError
 
-__all__ = ["PSTConfig"]
+__all__ = ["PSTConfig", "TRAIN_HEAD"]
+
+TRAIN_HEAD = ("auto", "true", "false")
 
 
 @dataclass
@@ -27,15 +29,17 @@ class PSTConfig(CubicScheduleConfig):
     train_head: str = field(
         default="auto",
         metadata={"help": "also train the task head (pooler, classifier): auto = when it is newly initialised (a "
-                          "new task); true; false = the reference, which leaves the head as loaded"},
+                          "new task); true; false = the reference, which leaves the head as loaded",
+                  "choices": TRAIN_HEAD},
     )
     split_fused_qkv: bool = field(
         default=True,
         metadata={"help": "GPT-2 c_attn: separate factors and top-k for q, k and v, as the reference's split layers"},
     )
-    targets: str = field(
-        default="",
-        metadata={"help": "comma-separated fnmatch patterns of the linear layers to prune; empty = transformer blocks"},
+    targets: list[str] = field(
+        default_factory=list,
+        metadata={"help": "fnmatch patterns of the linear layers to prune (module names); empty = the transformer "
+                          "blocks"},
     )
 
     def __post_init__(self) -> None:
@@ -45,13 +49,13 @@ class PSTConfig(CubicScheduleConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.train_head not in ("auto", "true", "false"):
-            raise MethodError(f"train_head must be auto, true or false, got {self.train_head!r}")
+        if isinstance(self.targets, str) or not all(isinstance(t, str) for t in self.targets):
+            raise MethodError(f"targets must be a list of fnmatch patterns, got {self.targets!r}")
         for name in ("rank_uv", "rank_score"):
             if getattr(self, name) < 1:
                 raise MethodError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def target_patterns(self) -> tuple[str, ...] | None:
         """The ``targets`` option as patterns, or None for the default."""
-        patterns = tuple(p.strip() for p in self.targets.split(",") if p.strip())
+        patterns = tuple(p.strip() for p in self.targets if p.strip())
         return patterns or None

@@ -1,6 +1,7 @@
 """The PST layer: a frozen linear weight W0 with a low-rank update and a low-rank + row/column importance score.
 
-For a weight W0 in R^{n x k} (n = out, k = in), PST trains only (spec pst.md 1.1):
+For a weight W0 in R^{n x k} (n = out, k = in), PST trains only (Li et al., IJCAI 2022; the reference
+`SparseLinear` of alibaba/AliceMind `S4/PST`):
 
     W = W0 + beta * U V                                   U: n x r1, V: r1 x k     (weight update)
     S = |W| + alpha1 * A B + alpha2 * (R 1_k^T + 1_n C^T)  A: n x r2, B: r2 x k, R: n, C: k
@@ -11,7 +12,7 @@ The mask is straight-through (dL/dS := dL/dM), and, as in the reference code, W 
 so U and V receive gradient through both the masked weight and the score:
 dL/dW = M * G' + sign(W) * (W * G'), with G' = dL/d(M * W).
 
-`PSTLinear` subclasses the core's `MaskedLinear`, so the core's `set_sparsity`, `SparsityScheduleCallback`,
+`PSTLinear` subclasses the core's `MaskedLinear`, so the core's `set_sparsity`, `SparsitySchedule`,
 `export_dense` (which writes M * W as a plain weight), `effective_weight` and `sparsity_report` handle it
 unchanged, and the pruned count lives in the same `pruned_count` buffer that a saved state dict restores.
 
@@ -103,7 +104,7 @@ class _PSTMaskedWeight(torch.autograd.Function):
 
 def _score(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
            blocks: int, alpha1: float, alpha2: float) -> torch.Tensor:
-    """S = |W| + alpha1 A B + alpha2 (R 1^T + 1 C^T), per row block (spec pst.md 1.1 step 2)."""
+    """S = |W| + alpha1 A B + alpha2 (R 1^T + 1 C^T), per row block (the data-free plus data-driven score)."""
     n, k = weight.shape
     rows_cols = (r.reshape(blocks, -1, 1) + c.reshape(blocks, 1, k)).reshape(n, k)
     return weight.abs() + alpha1 * _block_mm(a, b, blocks) + alpha2 * rows_cols
@@ -121,7 +122,7 @@ def _mask(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: torch.Tenso
 class PSTLinear(MaskedLinear):
     """A `MaskedLinear` whose mask comes from PST's score and whose weight is W0 + beta U V (W0, bias frozen).
 
-    Trainable tensors (names as in the spec): ``U`` [n, r1], ``V`` [r1, k] (``blocks * r1`` rows when
+    Trainable tensors (names as in the paper): ``U`` [n, r1], ``V`` [r1, k] (``blocks * r1`` rows when
     ``blocks > 1``), ``A`` [n, r2], ``B`` [r2, k] (``blocks * r2`` rows), ``R`` [n], ``C`` [k] (``blocks * k``).
     Initialisation as the reference: U, A ~ N(0, 1); V = B = 0; R = C = 0, so S = |W0| at step 0 and the first
     mask is magnitude pruning's. Set ``sparsity`` (or ``num_pruned``) to change the mask.
@@ -231,7 +232,7 @@ class PSTLinear(MaskedLinear):
         return F.linear(x, self.linear_weight(), self.bias)
 
     def trainable_count(self) -> int:
-        """(r1 + r2 + 1)(n + k) per (block) matrix (spec pst.md 1.3)."""
+        """(r1 + r2 + 1)(n + k) per (block) matrix (U, V, A, B, R, C)."""
         return sum(p.numel() for p in (self.U, self.V, self.A, self.B, self.R, self.C))
 
     def extra_repr(self) -> str:

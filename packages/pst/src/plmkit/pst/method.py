@@ -2,11 +2,14 @@
 
     plmkit train packages/pst/configs/rt_polarity.yaml --method.sparsity 0.9
 
-prepare_model  swaps the target linears for PSTLinear and freezes everything else, so the optimizer only sees
-               U, V, A, B, R, C (as the reference's training loop), plus the task head when it is new
-               (``train_head=auto``; the reference never trains it)
-callbacks      the core's cubic schedule after every optimizer step, and the trainable-parameter report
-export         merges M * (W0 + beta U V) into plain weights (the core's ``export_dense``)
+prepare_model    swaps the target linears for PSTLinear and freezes everything else, so the optimizer only sees
+                 U, V, A, B, R, C (as the reference's training loop), plus the task head when it is new
+                 (``train_head=auto``; the reference never trains it)
+on_train_begin   sets the cubic schedule's sparsity for the current step (the core's ``SparsitySchedule``) and
+                 counts and prints the trainable parameters once
+on_step_end      the schedule after every optimizer step, as the reference's loop
+report           the parameter counts (``pst_*`` keys of metrics.json)
+export           merges M * (W0 + beta U V) into plain weights (the core's ``export_dense``)
 """
 
 from __future__ import annotations
@@ -16,23 +19,16 @@ import sys
 from typing import Any
 
 from torch import nn
-from transformers import TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
 from plmkit.core.models import fresh_parameters
-from plmkit.core.sparsity import (
-    DEFAULT_TARGETS,
-    SparsityScheduleCallback,
-    export_dense,
-    is_linear,
-    set_sparsity,
-)
-from plmkit.core.training import Method, MethodError
+from plmkit.core.sparsity import DEFAULT_TARGETS, SparsitySchedule, export_dense, is_linear, set_sparsity
+from plmkit.core.training import Method, MethodContext, MethodError
 from plmkit.pst.config import PSTConfig
 from plmkit.pst.layers import PSTLinear, pst_layers
 from plmkit.pst.params import format_parameter_counts, pst_parameter_counts
 
-__all__ = ["PSTMethod", "PST_TARGETS", "ParameterReportCallback", "head_parameter_names"]
+__all__ = ["PSTMethod", "PST_TARGETS", "head_parameter_names"]
 
 # The core's block patterns (BERT/RoBERTa/XLM-R encoder layers, GPT-2 blocks) plus Llama-style decoders
 # (`model.layers.*` in *ForCausalLM, `layers.*` in a bare model).
@@ -52,7 +48,12 @@ class PSTMethod(Method):
     config_class = PSTConfig
     config: PSTConfig
 
-    def prepare_model(self, model: nn.Module) -> nn.Module:
+    def __init__(self, config: PSTConfig | None = None, **options: Any) -> None:
+        super().__init__(config, **options)
+        self.schedule = SparsitySchedule(self.config.schedule())
+        self.counts: dict[str, Any] = {}
+
+    def prepare_model(self, model: nn.Module, ctx: MethodContext | None = None) -> nn.Module:
         c = self.config
         patterns = c.target_patterns() or PST_TARGETS
         chosen = [
@@ -91,30 +92,22 @@ class PSTMethod(Method):
             return bool(fresh_parameters(model) & set(head_parameter_names(model)))
         return self.config.train_head == "true"
 
-    def callbacks(self) -> list[TrainerCallback]:
-        return [SparsityScheduleCallback(self.config.schedule()), ParameterReportCallback()]
+    def on_train_begin(self, ctx: MethodContext) -> None:
+        model = ctx.model
+        self.schedule.apply(model, ctx.global_step, ctx.state.max_steps)
+        self.counts = pst_parameter_counts(model)
+        if ctx.rank == 0:
+            print(f"[plmkit.pst] {format_parameter_counts(self.counts)}", file=sys.stderr, flush=True)
+
+    def on_step_end(self, ctx: MethodContext) -> None:
+        self.schedule.apply(ctx.model, ctx.global_step, ctx.state.max_steps)
+
+    def report(self) -> dict[str, Any]:
+        """The trainable-parameter counts of the run (``pst_`` + the keys of `pst_parameter_counts`)."""
+        return {f"pst_{k}": v for k, v in self.counts.items()}
 
     def export(self, model: nn.Module) -> nn.Module:
         """Plain nn.Linear/Conv1D layers holding M * (W0 + beta U V); the PST tensors are dropped."""
         export_dense(model)
         return model.requires_grad_(True)
 
-
-class ParameterReportCallback(TrainerCallback):
-    """Prints the trainable-parameter report when training starts and adds it to the final train metrics.
-
-    transformers passes the dict it returns as ``TrainOutput.metrics`` (which the core writes to metrics.json)
-    to ``on_log``, so the figures are added there.
-    """
-
-    def __init__(self) -> None:
-        self.counts: dict[str, Any] = {}
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
-        self.counts = pst_parameter_counts(model)
-        if state.is_world_process_zero:
-            print(f"[plmkit.pst] {format_parameter_counts(self.counts)}", file=sys.stderr, flush=True)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-        if logs is not None and "train_runtime" in logs:
-            logs.update({f"pst_{k}": v for k, v in self.counts.items()})

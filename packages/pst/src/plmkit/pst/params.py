@@ -1,4 +1,4 @@
-"""Trainable-parameter accounting for PST against the two denominators of spec pst.md 1.3.
+"""Trainable-parameter accounting for PST against two denominators:
 
 - the model: every parameter of the exported (plain) model, i.e. without the PST tensors;
 - movement pruning (MvP): it trains every weight plus one score per pruned weight, so its trainable count is
@@ -17,7 +17,7 @@ __all__ = ["pst_parameter_counts", "format_parameter_counts", "pst_factor_count"
 
 
 def pst_factor_count(out_features: int, in_features: int, rank_uv: int, rank_score: int) -> int:
-    """(r1 + r2 + 1)(n + k): U, V, A, B, R, C of one n x k matrix (spec pst.md 1.3)."""
+    """(r1 + r2 + 1)(n + k): U, V, A, B, R, C of one n x k matrix."""
     return (rank_uv + rank_score + 1) * (out_features + in_features)
 
 
