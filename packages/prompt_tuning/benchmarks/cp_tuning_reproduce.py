@@ -7,7 +7,7 @@
 Variants per (target, seed): fine-tuning (core `finetune`), prompt tuning with a verbalizer (`prompt_tuning`),
 CP-Tuning without and with the auxiliary MLM (`cp_tuning`, mlm_weight 0 / 0.1), each CP-Tuning model evaluated by
 nearest anchor (its default) and by class centroid; with `--adapted_head PATH` also CP-Tuning from a minilm whose
-masked-LM head was adapted first (`plmkit-upt adapt-head --out PATH`, as for UPT). Same steps, batch, learning rate and max_length for all.
+masked-LM head was adapted first (`plmkit upt adapt-head --out PATH`, as for UPT). Same steps, batch, learning rate and max_length for all.
 The json is rewritten after every run and finished runs are skipped, so an interrupted reproduction resumes.
 """
 
@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import DataCollatorWithPadding
 
 from plmkit.core.config import parse_experiment
-from plmkit.core.data import encode
-from plmkit.core.run import load_run, load_task, train
-from plmkit.core.training import Trainer, make_compute_metrics
+from plmkit.core.run import build_run_task, load_run, train
+from plmkit.core.training import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "cp_tuning_reproduce.json"
@@ -46,7 +44,7 @@ VARIANTS = {
     "cp_tuning": ["--method", "cp_tuning", "--method.mlm_weight", "0"],
     "cp_tuning_mlm": ["--method", "cp_tuning", "--method.mlm_weight", "0.1"],
     # minilm ships no trained masked-LM head, so CP-Tuning's feature transform starts random; this variant starts
-    # from the head adapted by `plmkit-upt adapt-head` (run only with --adapted_head PATH)
+    # from the head adapted by `plmkit upt adapt-head` (run only with --adapted_head PATH)
     "cp_tuning_adapted_head": ["--method", "cp_tuning", "--method.mlm_weight", "0"],
 }
 
@@ -67,19 +65,19 @@ def _flags(target: str, seed: int, variant: str, args: argparse.Namespace, out: 
 
 def _evaluate(run_dir: str, prediction: str, want_features: bool = False) -> tuple[dict, np.ndarray | None]:
     """Test metrics of a saved CP-Tuning run with `prediction` switched (and the test features if asked)."""
-    model, tokenizer, _, cfg = load_run(run_dir)
+    model, tokenizer, method, cfg = load_run(run_dir)
     model.config.prediction = prediction
-    task = load_task(cfg)
-    encoded = encode(task, tokenizer, cfg.model.max_length)
+    task = build_run_task(cfg)
+    encoded = task.encode(task.load(), tokenizer, cfg.model.max_length, method.batch_columns)
     cfg.training.report_to = []
-    trainer = Trainer(model, cfg.training, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                      compute_metrics=make_compute_metrics(task.metrics))
+    trainer = Trainer(model, cfg.training, task=task, data_collator=task.collator(tokenizer, model),
+                      processing_class=tokenizer, compute_metrics=task.compute_metrics())
     output = trainer.predict(encoded["test"], metric_key_prefix="test")
     features = None
     if want_features:
         features = {"test": output.predictions[1], "test_labels": output.label_ids,
                     "anchors": model.anchor_features.numpy(), "anchor_labels": model.anchor_labels.numpy(),
-                    "label_names": list(task.label_names)}
+                    "label_names": list(task.task_data.label_names)}
     return output.metrics, features
 
 
@@ -122,7 +120,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--plot_target", default="rt-polarity")
-    parser.add_argument("--adapted_head", help="minilm with an adapted masked-LM head (plmkit-upt adapt-head --out)")
+    parser.add_argument("--adapted_head", help="minilm with an adapted masked-LM head (plmkit upt adapt-head --out)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     result = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}

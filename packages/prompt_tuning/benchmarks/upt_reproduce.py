@@ -1,14 +1,14 @@
 """UPT reproduction on the builtin real data (minilm, K = 16): fine-tuning vs UPT-Single vs UPT vs UPT w/o KSMLM.
 
 Sources of a target come from the other task groups only (`plmkit.prompt_tuning.sources.sources_for`). Every
-prompt variant starts from the same head-adapted minilm (`plmkit-upt adapt-head`); UPT-Single is also run once
+prompt variant starts from the same head-adapted minilm (`plmkit upt adapt-head`); UPT-Single is also run once
 per target from plain minilm (fresh masked-LM head transform) to measure what the adapted head buys.
 
     PLMKIT_NUM_THREADS=1 python packages/prompt_tuning/benchmarks/upt_reproduce.py --work /tmp/upt_bench      # resumable
     python packages/prompt_tuning/benchmarks/upt_render_table.py                        # README table + plot
 
-Needs `plmkit-upt adapt-head --out WORK/minilm-mlm` and `plmkit-upt build-okr ... --out WORK/okr_TARGET.json`
-(spaCy extra) first. Results go to
+Needs `plmkit upt adapt-head --out WORK/minilm-mlm` and `plmkit upt build-okr ... --out WORK/okr_TARGET.json`
+(spaCy extra) first. Stage 1 is `plmkit train --task upt_stage1 --method upt`. Results go to
 packages/prompt_tuning/benchmarks/results/upt_reproduction.json after every run.
 """
 
@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from plmkit.core.cli import main as plmkit
-from plmkit.prompt_tuning import stage1
 from plmkit.prompt_tuning.sources import SOURCES, sources_for
 
 RESULTS = Path(__file__).parent / "results" / "upt_reproduction.json"
@@ -43,11 +42,11 @@ def _stage1(work: Path, target: str, ksmlm: bool) -> Path:
     out = work / f"stage1_{target}_{'ksmlm' if ksmlm else 'no_ksmlm'}"
     if (out / "metrics.json").exists():
         return out
-    flags = ["--method.okr", str(work / f"okr_{target}.json")] if ksmlm else ["--method.ksmlm_share", "0"]
-    stage1.main(["stage1", "--model_name_or_path", str(work / "minilm-mlm"), *_common(out, SETUP["stage1_steps"]),
-                 "--max_train_samples", str(SETUP["stage1_train_per_source"]),
-                 "--max_eval_samples", str(SETUP["stage1_eval_per_source"]), "--seed", "13",
-                 "--method", "upt", "--method.sources", ",".join(sources_for(target)), *flags])
+    flags = ["--task.okr", str(work / f"okr_{target}.json")] if ksmlm else ["--method.ksmlm_share", "0"]
+    plmkit(["train", "--model_name_or_path", str(work / "minilm-mlm"), *_common(out, SETUP["stage1_steps"]),
+            "--max_train_samples", str(SETUP["stage1_train_per_source"]),
+            "--max_eval_samples", str(SETUP["stage1_eval_per_source"]), "--seed", "13", "--task", "upt_stage1",
+            "--task.sources", ",".join(sources_for(target)), "--task.seed", "13", "--method", "upt", *flags])
     return out
 
 

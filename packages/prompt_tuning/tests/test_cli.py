@@ -1,14 +1,18 @@
 """The methods through the `plmkit` command, as a user runs them."""
 
 import json
+import random
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from plmkit.core.cli import main
-from plmkit.core.run import load_run
+from plmkit.core.config import parse_experiment
+from plmkit.core.run import build_run_task, load_run, train
 from plmkit.core.testing import tiny_dataset
-from plmkit.core.training import MethodError, build_method
-from plmkit.prompt_tuning import PromptModel, predict
+from plmkit.core.training import MethodContext, MethodError, Trainer, build_method
+from plmkit.prompt_tuning import CPTuningMethod, PromptModel, predict
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +23,18 @@ def data_dir(tmp_path_factory):
     return folder
 
 
-def _train(data_dir, out, *flags):
-    main([
-        "train", "--model_name_or_path", "tiny-bert", "--few_shot_k", "8",
+def _flags(data_dir, out, *flags):
+    return [
+        "--model_name_or_path", "tiny-bert", "--few_shot_k", "8",
         "--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "validation.jsonl"),
         "--test_file", str(data_dir / "test.jsonl"), "--output_dir", str(out), "--max_steps", "12",
         "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--report_to", "none", "--num_threads", "1",
         "--save_strategy", "no", *flags,
-    ])
+    ]
+
+
+def _train(data_dir, out, *flags):
+    assert main(["train", *_flags(data_dir, out, *flags)]) == 0
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -36,6 +44,7 @@ def test_cp_tuning_trains_saves_evaluates_and_predicts(data_dir, tmp_path, capsy
     assert {"eval_accuracy", "test_accuracy"} <= set(metrics)
     model, tokenizer, _, _ = load_run(tmp_path / "run")
     assert isinstance(model, PromptModel) and model.config.num_anchors == 16  # K=8 x 2 classes
+    assert torch.equal(model.anchor_ids, torch.arange(16))  # the training examples' example_id, in order
     capsys.readouterr()
     main(["eval", str(tmp_path / "run"), "--split", "test"])
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
@@ -48,6 +57,93 @@ def test_cp_tuning_trains_saves_evaluates_and_predicts(data_dir, tmp_path, capsy
 def test_centroid_prediction_and_verbalizer_baseline_run(data_dir, tmp_path):
     assert "test_accuracy" in _train(data_dir, tmp_path / "c", "--method", "cp_tuning", "--method.prediction", "centroid")
     assert "test_accuracy" in _train(data_dir, tmp_path / "v", "--method", "prompt_tuning", "--method.label_words", "good,bad")
+    _, _, method, _ = load_run(tmp_path / "v")
+    assert method.config.label_words == ["good", "bad"]  # a list option, saved and reloaded as a list
+
+
+def _random_label_files(folder, n=32):
+    """Training labels that no text predicts: only an example's own anchor would get them right."""
+    folder.mkdir()
+    rng = random.Random(0)
+    for split, ds in tiny_dataset(n, n, 2).items():
+        rows = [{"text": r["text"], "label": rng.randint(0, 1) if split == "train" else r["label"]} for r in ds]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _train_split_accuracy(run_dir, with_method_data):
+    """Accuracy on the run's own training split through the core Trainer, with or without cp_tuning's data columns."""
+    model, tokenizer, method, cfg = load_run(run_dir)
+    task = build_run_task(cfg)
+    encoded = task.encode(task.load(), tokenizer, cfg.model.max_length, method.batch_columns)
+    if with_method_data:
+        encoded = method.prepare_data(encoded, MethodContext(cfg.training, task, tokenizer))
+    cfg.training.report_to = []
+    trainer = Trainer(model, cfg.training, task=task, data_collator=task.collator(tokenizer, model),
+                      processing_class=tokenizer, compute_metrics=task.compute_metrics())
+    return trainer.evaluate(encoded["train"], metric_key_prefix="train")["train_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def random_label_run(tmp_path_factory):
+    """A barely trained cp_tuning run on training labels that are noise."""
+    folder = _random_label_files(tmp_path_factory.mktemp("noise") / "data")
+    out = tmp_path_factory.mktemp("noise") / "run"
+    flags = _flags(folder, out, "--method", "cp_tuning", "--config_overrides", "initializer_range=0.5",
+                   "--learning_rate", "1e-6", "--max_steps", "2")
+    flags[flags.index("--few_shot_k") : flags.index("--few_shot_k") + 2] = []
+    assert main(["train", *flags]) == 0
+    return out
+
+
+def test_scoring_the_training_split_is_leave_one_out(random_label_run):
+    """With its own anchor, every training example would score 100%; left out, noise labels score near chance."""
+    assert _train_split_accuracy(random_label_run, with_method_data=False) == 1.0
+    assert _train_split_accuracy(random_label_run, with_method_data=True) < 0.8
+
+
+def test_plmkit_eval_on_the_training_split_is_leave_one_out(random_label_run, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(random_label_run), "--split", "train"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_accuracy"] == pytest.approx(
+        _train_split_accuracy(random_label_run, with_method_data=True))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_resumed_run_ends_with_the_weights_and_anchors_of_an_uninterrupted_one(data_dir, tmp_path, monkeypatch):
+    """Checkpoints every 3 steps (mid-epoch: 16 examples, batch 8), evaluations every 2 (anchors taken, and held by
+    the checkpoint), the auxiliary MLM on (random masking); one run is stopped after step 5 and resumed from its
+    checkpoint-3."""
+    flags = ["--method", "cp_tuning", "--method.mlm_weight", "0.5", "--max_steps", "8", "--save_strategy", "steps",
+             "--save_steps", "3", "--eval_strategy", "steps", "--eval_steps", "2", "--seed", "3"]
+    train(parse_experiment(_flags(data_dir, tmp_path / "whole", *flags)))
+
+    def stop_after_step_5(self, ctx):
+        if ctx.global_step == 5:
+            raise _Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CPTuningMethod, "on_step_begin", stop_after_step_5)
+        with pytest.raises(_Interrupted):
+            train(parse_experiment(_flags(data_dir, tmp_path / "cut", *flags)))
+    assert sorted(p.name for p in (tmp_path / "cut").glob("checkpoint-*")) == ["checkpoint-3"]
+    assert load_file(str(tmp_path / "cut" / "checkpoint-3" / "model.safetensors"))["anchor_ids"].numel() == 16
+    starts = []
+    with monkeypatch.context() as patch:
+        patch.setattr(CPTuningMethod, "on_train_begin", lambda self, ctx: starts.append((ctx.resumed_from, ctx.global_step)))
+        train(parse_experiment(_flags(data_dir, tmp_path / "cut", *flags, "--resume_from_checkpoint", "true")))
+    assert starts == [(str(tmp_path / "cut" / "checkpoint-3"), 3)]  # it did resume, at step 3
+
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert set(whole) == set(resumed) and {"anchor_features", "anchor_labels", "anchor_ids"} <= set(whole)
+    for name, value in whole.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["test_accuracy"] == pytest.approx(
+        json.loads((tmp_path / "whole" / "metrics.json").read_text())["test_accuracy"])
 
 
 @pytest.mark.parametrize(
@@ -109,8 +205,6 @@ def test_minilm_rt_polarity_smoke(tmp_path):
 @pytest.mark.parametrize("name", ["cp_tuning_rt_polarity", "cp_tuning_trec", "prompt_tuning_rt_polarity", "upt_rt_polarity"])
 def test_shipped_configs_parse(name):
     from pathlib import Path
-
-    from plmkit.core.config import parse_experiment
 
     cfg = parse_experiment([str(Path(__file__).parents[1] / "configs" / f"{name}.yaml")])
     build_method(cfg.method_name, cfg.method_options)

@@ -17,7 +17,7 @@ from plmkit.prompt_tuning.weighting import TaskBalancedSampler, task_balanced_we
 
 def _model(**options):
     backbone, tok = tiny_model("bert")
-    model = UPTMethod(**{"label_words": "bad,good", **options}).prepare_model(backbone)
+    model = UPTMethod(**{"label_words": ["bad", "good"], **options}).prepare_model(backbone)
     model.bind_tokenizer(tok)
     return model, tok
 
@@ -154,7 +154,7 @@ def test_loss_is_over_the_whole_vocabulary_and_prediction_over_the_label_words()
 
 
 def test_self_ensemble_samples_prompts_in_training_and_averages_them_in_eval():
-    model, tok = _model(self_ensemble=3, label_words="bad|terrible,good|great")
+    model, tok = _model(self_ensemble=3, label_words=["bad|terrible", "good|great"])
     assert len(model.config.templates_ids) == 3
     assert model.config.template_label_words == [["bad", "good"], ["terrible", "great"], ["bad", "good"]]
     batch = _batch(tok)
@@ -182,15 +182,16 @@ def test_self_ensemble_samples_prompts_in_training_and_averages_them_in_eval():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"label_words": "good"}, "one word per label"),
-        ({"label_words": "a,b", "self_ensemble": 9}, "self_ensemble must be"),
-        ({"label_words": "a,a"}, "repeat a word"),
-        ({"label_words": "a,b", "prompt": "It is ."}, "exactly one"),
-        ({"label_words": "a,b", "options": "Is it ?"}, "no {options}"),
-        ({"label_words": "a,b", "gamma": 0}, "gamma must be > 0"),
-        ({"label_words": "a,b", "ksmlm_share": 1.0}, "ksmlm_share must be in"),
-        ({"sources": "trec"}, "needs --method.okr"),
-        ({"label_words": "a,b", "temperature": 1}, "has no option"),
+        ({"label_words": ["good"]}, "one word per label"),
+        ({"label_words": ["a", "b"], "self_ensemble": 9}, "self_ensemble must be one of"),
+        ({"label_words": ["a", "a"]}, "repeat a word"),
+        ({"label_words": ["a", "b"], "prompt": "It is ."}, "exactly one"),
+        ({"label_words": ["a", "b"], "options": "Is it ?"}, "no {options}"),
+        ({"label_words": ["a", "b"], "gamma": 0}, "gamma must be > 0"),
+        ({"label_words": ["a", "b"], "ksmlm_share": 1.0}, "ksmlm_share must be in"),
+        ({"label_words": "a,b"}, "label_words is a list"),
+        ({"sources": ["trec"]}, "has no option"),  # stage 1's sources are the upt_stage1 task's
+        ({"label_words": ["a", "b"], "temperature": 1}, "has no option"),
     ],
 )
 def test_bad_options_are_explained(options, message):
@@ -198,13 +199,48 @@ def test_bad_options_are_explained(options, message):
         build_method("upt", options)
 
 
+def test_self_ensemble_alternatives_parse_from_a_flag():
+    from plmkit.core.config import parse_method_options
+
+    options = parse_method_options("upt", {}, {"label_words": "terrible|bad, great|good", "self_ensemble": "2"})
+    method = build_method("upt", options)
+    assert method.config.label_words == ["terrible|bad", "great|good"]
+    assert method.config.pov()[1] == [["terrible", "great"], ["bad", "good"]]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "needs --task.sources"),
+        ({"sources": ["trec", "trec"]}, "repeat a task"),
+        ({"sources": ["trec", "imdb"]}, "unknown source task"),
+        ({"sources": "trec,sms-spam"}, "sources is a list"),
+        ({"sources": ["trec"], "temperature": 1}, "has no option"),
+    ],
+)
+def test_bad_stage1_task_options_are_explained(options, message):
+    from plmkit.core.errors import TaskError
+    from plmkit.core.tasks import build_task
+
+    with pytest.raises(TaskError, match=message):
+        build_task("upt_stage1", options)
+
+
 def test_label_word_count_must_match_the_task():
     backbone, _ = tiny_model("bert", num_labels=3)
     with pytest.raises(MethodError, match="the task has 3 labels"):
-        UPTMethod(label_words="bad,good").prepare_model(backbone)
+        UPTMethod(label_words=["bad", "good"]).prepare_model(backbone)
 
 
-def test_sources_are_refused_in_plain_train():
-    backbone, _ = tiny_model("bert")
-    with pytest.raises(MethodError, match="stage 1"):
-        UPTMethod(sources="trec", ksmlm_share=0.0).prepare_model(backbone)
+def test_stage1_with_a_ksmlm_share_needs_a_repository():
+    from types import SimpleNamespace
+
+    from plmkit.core.tasks import build_task
+
+    backbone, tok = tiny_model("bert")
+    ctx = SimpleNamespace(task=build_task("upt_stage1", {"sources": ["trec", "sms-spam"]}), processor=tok)
+    with pytest.raises(MethodError, match="needs KSMLM rows: pass --task.okr"):
+        UPTMethod().prepare_model(backbone, ctx)
+    model = UPTMethod(ksmlm_share=0.0).prepare_model(backbone, ctx)  # UPT without KSMLM
+    assert len(model.config.templates) == 2 and model.config.ksmlm_task == -1
+    assert model.config.templates[1] == "{text} Is it normal or spam ? It is {mask} ."

@@ -17,6 +17,12 @@ __all__ = ["CPTuningConfig", "PREDICTIONS", "PromptConfig", "PromptTuningConfig"
 PREDICTIONS = ("nearest", "centroid")
 
 
+def _check_list(name: str, value: object) -> None:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise MethodError(f"{name} is a list of words (YAML: [terrible, great]; flag: --method.{name} terrible,great), "
+                          f"got {value!r}")
+
+
 @dataclass
 class PromptConfig(MethodConfig):
     """Shared prompt options: the template around the input text and its trainable prompt tokens."""
@@ -46,8 +52,10 @@ class PromptConfig(MethodConfig):
 
 @dataclass
 class CPTuningConfig(PromptConfig):
-    """CP-Tuning: [MASK] features from the masked-LM head's transform, trained with the pair-wise cost-sensitive
-    contrastive loss (PCCL) on class-balanced batches, predicted by nearest training anchor; no verbalizer."""
+    """CP-Tuning: contrastive prompt tuning (PCCL on [MASK] features), nearest-anchor prediction, no verbalizer.
+
+    [MASK] features from the masked-LM head's transform, trained with the pair-wise cost-sensitive contrastive loss
+    (PCCL) on class-balanced batches, predicted by nearest training anchor."""
 
     margin: float = field(default=0.4, metadata={"help": "PCCL margin m (relaxation of the pair similarities)"})
     scale: float = field(default=64.0, metadata={"help": "PCCL scale gamma"})
@@ -58,7 +66,9 @@ class CPTuningConfig(PromptConfig):
     )
     mlm_probability: float = field(default=0.15, metadata={"help": "share of text tokens masked for the auxiliary MLM"})
     prediction: str = field(
-        default="nearest", metadata={"help": "'nearest': label of the most similar training anchor; 'centroid': nearest class mean"}
+        default="nearest",
+        metadata={"help": "'nearest': label of the most similar training anchor; 'centroid': nearest class mean",
+                  "choices": PREDICTIONS},
     )
     balanced_batches: bool = field(
         default=True, metadata={"help": "class-balanced training batches, so every batch has positive and negative pairs"}
@@ -76,28 +86,31 @@ class CPTuningConfig(PromptConfig):
             raise MethodError(f"mlm_weight must be >= 0, got {self.mlm_weight}")
         if not 0 < self.mlm_probability < 1:
             raise MethodError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        if self.prediction not in PREDICTIONS:
-            raise MethodError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
 
 @dataclass
 class PromptTuningConfig(PromptConfig):
-    """Prompt-based fine-tuning with a verbalizer (LM-BFF style): cross-entropy over the label words' masked-LM
-    scores at [MASK]."""
+    """Prompt-based fine-tuning with a verbalizer (LM-BFF style).
+
+    Cross-entropy over the label words' masked-LM scores at [MASK]."""
 
     template: str = field(
         default="{text} It was {mask} .",
         metadata={"help": "input layout, as for cp_tuning; the default is LM-BFF's sentiment template"},
     )
     num_prompt_tokens: int = field(default=0, metadata={"help": "trainable prompt tokens per {prompt} (0: manual template)"})
-    label_words: str = field(
-        default="",
-        metadata={"help": "comma-separated verbalizer: one single-token word per label, in label order; empty = the "
-                          "label names, when each is one token"},
+    label_words: list[str] = field(
+        default_factory=list,
+        metadata={"help": "the verbalizer: one single-token word per label, in label order (flag: 'terrible,great'); "
+                          "empty = the label names, when each is one token"},
     )
 
+    def validate(self) -> None:
+        super().validate()
+        _check_list("label_words", self.label_words)
+
     def words(self) -> list[str]:
-        return [w.strip() for w in self.label_words.split(",") if w.strip()]
+        return [w.strip() for w in self.label_words if w.strip()]
 
 
 # UPT-SE (Wang et al., 2022, Sec. 4.4): the paper's Table 5 prompts are not public; these five hand-written
@@ -111,42 +124,47 @@ SELF_ENSEMBLE_PROMPTS: tuple[tuple[str, str], ...] = (
 )
 
 
+SELF_ENSEMBLE_CHOICES = (0, *range(2, len(SELF_ENSEMBLE_PROMPTS) + 1))
+
+
 @dataclass
 class UPTConfig(MethodConfig):
-    """UPT (unified prompt tuning): Prompt-Options-Verbalizer inputs, cross-entropy over the whole vocabulary at
-    [MASK], prediction restricted to the label words. Stage 1 (multi-task training on dissimilar sources with
-    Eq. 3 task-balanced sampling plus lambda * KSMLM) runs through `plmkit-upt stage1`; stage 2 (K-shot tuning on
-    the target) through `plmkit train --method upt`, starting from stage 1's folder."""
+    """UPT (unified prompt tuning): POV inputs, full-vocabulary loss at [MASK], label-word prediction.
 
-    label_words: str = field(
-        default="",
-        metadata={"help": "comma-separated label words of the target, in label order; 'a|b' gives UPT-SE variants "
-                          "alternatives (variant j takes alternative j mod count). Multi-token words are scored by "
-                          "their first sub-token. Empty = the label names, when each is one token"},
+    Prompt-Options-Verbalizer inputs, cross-entropy over the whole vocabulary at [MASK], prediction restricted to
+    the label words. Stage 1 (multi-task training on dissimilar sources with
+    Eq. 3 task-balanced sampling plus lambda * KSMLM) is `plmkit train --task upt_stage1 --task.sources ...
+    --method upt`; stage 2 (K-shot tuning on the target) is `plmkit train --method upt`, starting from stage 1's
+    folder."""
+
+    label_words: list[str] = field(
+        default_factory=list,
+        metadata={"help": "stage 2: the target's label words, in label order (flag: 'terrible,great'). Within one "
+                          "item, 'a|b' lists UPT-SE alternatives (variant j takes alternative j mod count), e.g. "
+                          "'terrible|bad,great|good'. Multi-token words are scored by their first sub-token. Empty = "
+                          "the label names, when each is one token"},
     )
     prompt: str = field(default="It is {mask} .", metadata={"help": "the prompt P, with exactly one {mask}"})
     options: str = field(default="Is it {options} ?", metadata={"help": "the options expression O; {options} lists every label word"})
     pair: bool = field(default=False, metadata={"help": "sentence-pair inputs: the text part is '{text_a} {text_b}'"})
     self_ensemble: int = field(
         default=0,
-        metadata={"help": "UPT-SE: number of built-in prompt/options variants (2-5; 0 = plain UPT with --method.prompt)"},
+        metadata={"help": "UPT-SE: number of built-in prompt/options variants (0 = plain UPT with --method.prompt)",
+                  "choices": SELF_ENSEMBLE_CHOICES},
     )
     max_length: int | None = field(
         default=None, metadata={"help": "longest POV input; the text is cut, never the options or the prompt"}
     )
-    sources: str = field(
-        default="", metadata={"help": "stage 1 only: comma-separated source tasks (see plmkit.prompt_tuning.sources.SOURCES)"}
-    )
     gamma: float = field(default=0.001, metadata={"help": "stage 1: gamma of the task-balanced weights (Eq. 3)"})
     ksmlm_weight: float = field(default=0.1, metadata={"help": "stage 1: lambda, the weight of the KSMLM loss"})
     ksmlm_share: float = field(
-        default=0.25, metadata={"help": "stage 1: share of every batch given to KSMLM examples (0 = UPT without KSMLM)"}
+        default=0.25,
+        metadata={"help": "stage 1: share of every batch given to KSMLM examples (needs --task.okr; 0 = UPT without "
+                          "KSMLM)"},
     )
-    okr: str = field(default="", metadata={"help": "stage 1: the options knowledge repository json (plmkit-upt build-okr)"})
 
     def validate(self) -> None:
-        if self.self_ensemble and not 2 <= self.self_ensemble <= len(SELF_ENSEMBLE_PROMPTS):
-            raise MethodError(f"self_ensemble must be 0 or in [2, {len(SELF_ENSEMBLE_PROMPTS)}], got {self.self_ensemble}")
+        _check_list("label_words", self.label_words)
         if self.max_length is not None and self.max_length < 8:
             raise MethodError(f"max_length must be >= 8 (or unset), got {self.max_length}")
         if self.gamma <= 0:
@@ -155,10 +173,7 @@ class UPTConfig(MethodConfig):
             raise MethodError(f"ksmlm_weight must be >= 0, got {self.ksmlm_weight}")
         if not 0 <= self.ksmlm_share < 1:
             raise MethodError(f"ksmlm_share must be in [0, 1), got {self.ksmlm_share}")
-        if self.ksmlm_share > 0 and self.sources and not self.okr:
-            raise MethodError("KSMLM (ksmlm_share > 0) needs --method.okr, a repository from `plmkit-upt build-okr`; "
-                              "or pass --method.ksmlm_share 0 for UPT without KSMLM")
-        if not self.sources and self.words():
+        if self.words():
             if len(self.words()) < 2:
                 raise MethodError("--method.label_words needs one word per label, comma-separated (e.g. 'terrible,great')")
             for template, words in zip(*self.pov(), strict=True):
@@ -169,8 +184,8 @@ class UPTConfig(MethodConfig):
             pov_template(["a", "b"], self.prompt, self.options)
 
     def words(self) -> list[list[str]]:
-        """Each label's alternatives: 'terrible|bad,great|good' -> [['terrible', 'bad'], ['great', 'good']]."""
-        return [[a.strip() for a in w.split("|") if a.strip()] for w in self.label_words.split(",") if w.strip()]
+        """Each label's alternatives: ['terrible|bad', 'great|good'] -> [['terrible', 'bad'], ['great', 'good']]."""
+        return [[a.strip() for a in w.split("|") if a.strip()] for w in self.label_words if w.strip()]
 
     def pov(self, label_words: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
         """The POV templates and their label words: one (plain UPT) or `self_ensemble` variants (UPT-SE).

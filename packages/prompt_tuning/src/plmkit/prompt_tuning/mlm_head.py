@@ -3,8 +3,8 @@
 UPT reads the answer off the masked-LM head at [MASK]. `minilm`'s head loads with the decoder tied to the word
 embeddings (real) but a fresh transform (dense + LayerNorm) and a zero bias, so its vocabulary scores start as
 noise. `adapt_head` trains **only the head** (transform + bias; the encoder and the tied decoder stay frozen) with
-the ordinary masked-LM objective (15% of tokens, BERT's 80/10/10 rule, vocabulary scores only at masked
-positions) on unlabelled text, e.g. the training splits of the builtin corpora. `masked_token_accuracy` measures
+the ordinary masked-LM objective (15% of tokens, BERT's 80/10/10 rule from `plmkit.core.losses.mask_tokens`,
+vocabulary scores only at masked positions) on unlabelled text, e.g. the training splits of the builtin corpora. `masked_token_accuracy` measures
 the result (top-1 accuracy at masked positions of held-out text).
 """
 
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
+from plmkit.core.losses import mask_tokens
 from plmkit.prompt_tuning.model import PromptModel
 
 __all__ = ["adapt_head", "masked_token_accuracy"]
@@ -32,11 +33,8 @@ def _masked_batches(
                         return_tensors="pt")
         ids = enc["input_ids"]
         maskable = enc["attention_mask"].bool() & ~torch.isin(ids, torch.tensor(sorted(specials)))
-        chosen = maskable & (torch.rand(ids.shape, generator=generator) < probability)
-        roll = torch.rand(ids.shape, generator=generator)
-        random_ids = torch.randint(len(tokenizer), ids.shape, generator=generator)
-        masked = torch.where(chosen & (roll < 0.8), tokenizer.mask_token_id, ids)
-        masked = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, masked)
+        masked, labels = mask_tokens(ids, maskable, tokenizer.mask_token_id, len(tokenizer), probability, generator)
+        chosen = labels != -100
         yield masked, enc["attention_mask"], chosen, ids[chosen]
 
 

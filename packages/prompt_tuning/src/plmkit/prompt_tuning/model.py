@@ -1,12 +1,14 @@
 """`PromptModel`: a masked-LM encoder with a template, trainable prompt tokens and a [MASK] read-out.
 
-One `PreTrainedModel` (registered with the Auto classes, so `save_pretrained`/`from_pretrained` and the core's
-`load_model(run_dir)` rebuild it) serves both prompt objectives, and is the shared machinery later prompt methods
+One `PreTrainedModel` (registered with the Auto classes by `register`, which the core runs through the
+entry-point group `plmkit.models` before it loads a model, so `save_pretrained`/`from_pretrained` and the core's
+`load_model(run_dir)` rebuild it) serves every prompt objective, and is the shared machinery later prompt methods
 (UPT) build on:
 
 - `objective="contrastive"` (CP-Tuning): feature = L2-normalised masked-LM-head transform at [MASK]; loss = PCCL
   (+ lambda * auxiliary MLM); class scores = cosine to the nearest training anchor (or class centroid), with the
-  anchors stored as buffers so a saved model predicts on new text.
+  anchors stored as buffers so a saved model predicts on new text. A row that is itself a training example
+  (`anchor_id` >= 0, its `example_id` in the training split) is never scored against its own anchor.
 - `objective="verbalizer"` (LM-BFF style prompt tuning): class scores = masked-LM logits of the label words at
   [MASK]; loss = cross-entropy.
 - `objective="upt"` (UPT, Wang et al. 2022): one or more POV templates (`templates`, each with its label words);
@@ -21,6 +23,7 @@ vocabulary scores are computed only where needed ([MASK] rows, label words, mask
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +42,9 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
+from plmkit.core.losses import mask_tokens
 from plmkit.core.training import MethodError
-from plmkit.prompt_tuning.anchors import centroid_scores, example_keys, nearest_scores
+from plmkit.prompt_tuning.anchors import NO_ANCHOR, centroid_scores, nearest_scores
 from plmkit.prompt_tuning.losses import pair_wise_cost_sensitive_loss
 from plmkit.prompt_tuning.pov import apply_row_templates, label_word_ids
 from plmkit.prompt_tuning.templates import (
@@ -50,7 +54,8 @@ from plmkit.prompt_tuning.templates import (
     parse_template,
 )
 
-__all__ = ["PromptModel", "PromptModelConfig", "PromptModelOutput", "compute_anchors", "predict"]
+__all__ = ["PromptModel", "PromptModelConfig", "PromptModelOutput", "compute_anchors", "encode_anchors", "predict",
+           "register"]
 
 OBJECTIVES = ("contrastive", "verbalizer", "upt")
 NO_WORD = -1.0e4  # upt: the logit of a padded candidate slot (rows with fewer label words than the widest task)
@@ -193,7 +198,7 @@ class PromptModel(PreTrainedModel):
         hidden = backbone.hidden_size
         self.register_buffer("anchor_features", torch.zeros(config.num_anchors, hidden))
         self.register_buffer("anchor_labels", torch.zeros(config.num_anchors, dtype=torch.long))
-        self.register_buffer("anchor_keys", torch.zeros(config.num_anchors, dtype=torch.long))
+        self.register_buffer("anchor_ids", torch.zeros(config.num_anchors, dtype=torch.long))
         self.post_init()
 
     def _prompt_slots(self) -> int:
@@ -232,7 +237,7 @@ class PromptModel(PreTrainedModel):
 
     def for_objective(self, objective: str, seed: int = 0, **prompt: Any) -> PromptModel:
         """A new model for another objective over this one's encoder and masked-LM head, e.g. CP-Tuning from the
-        folder `plmkit-upt adapt-head` writes; prompt tokens, anchors and label words start afresh."""
+        folder `plmkit upt adapt-head` writes; prompt tokens, anchors and label words start afresh."""
         c = self.config
         config = PromptModelConfig(
             backbone=c.backbone, head_activation=c.head_activation, num_labels=c.num_labels, id2label=c.id2label,
@@ -296,13 +301,24 @@ class PromptModel(PreTrainedModel):
         return min(limit, self.config.max_length or limit)
 
     # -- anchors ------------------------------------------------------------------------------------------------
-    def set_anchors(self, features: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor) -> None:
-        """Store training features as anchors (buffers: saved and reloaded with the model)."""
+    def set_anchors(self, features: torch.Tensor, labels: torch.Tensor, example_ids: torch.Tensor) -> None:
+        """Store training features as anchors, with their labels and `example_id`s (buffers: saved and reloaded
+        with the model)."""
         device = self.prompt_embeddings.device
         self.anchor_features = F.normalize(features.float(), dim=-1).to(device)
         self.anchor_labels = labels.long().to(device)
-        self.anchor_keys = keys.long().to(device)
+        self.anchor_ids = example_ids.long().to(device)
         self.config.num_anchors = len(features)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # A checkpoint may hold another number of anchors than this model (e.g. taken at an evaluation before the
+        # checkpoint was saved, while a resumed run starts with none): take the stored number.
+        for name in ("anchor_features", "anchor_labels", "anchor_ids"):
+            stored, own = state_dict.get(prefix + name), getattr(self, name)
+            if stored is not None and stored.shape != own.shape:
+                setattr(self, name, own.new_empty(stored.shape))
+                self.config.num_anchors = stored.shape[0]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- forward ------------------------------------------------------------------------------------------------
     def encode_mask(
@@ -313,8 +329,8 @@ class PromptModel(PreTrainedModel):
         row_template: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The [MASK] feature (after the head transform, before normalisation), and with `mlm` the auxiliary
-        masked-LM loss on randomly masked text tokens of the same pass (BERT's 80/10/10 rule). With `row_template`
-        (upt), row i is laid out by POV template `row_template[i]`."""
+        masked-LM loss on randomly masked text tokens of the same pass (BERT's 80/10/10 rule, `core.losses.
+        mask_tokens`). With `row_template` (upt), row i is laid out by POV template `row_template[i]`."""
         if self.config.template_ids is None:
             raise MethodError("the prompt model has no token ids yet: call bind_tokenizer(tokenizer) first")
         ids = self.config.special_ids
@@ -324,14 +340,10 @@ class PromptModel(PreTrainedModel):
         else:
             batch = apply_row_templates(input_ids, attention_mask, self.config.templates_ids, row_template, **layout)
         tokens = batch.input_ids
-        mlm_targets = None
+        mlm_labels = None
         if mlm:
-            chosen = batch.text_mask & (torch.rand(tokens.shape, device=tokens.device) < self.config.mlm_probability)
-            mlm_targets = tokens[chosen]
-            roll = torch.rand(tokens.shape, device=tokens.device)
-            random_ids = torch.randint_like(tokens, self.head.bias.numel())
-            tokens = torch.where(chosen & (roll < 0.8), ids["mask"], tokens)
-            tokens = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, tokens)
+            tokens, mlm_labels = mask_tokens(tokens, batch.text_mask, ids["mask"], self.head.bias.numel(),
+                                             self.config.mlm_probability)
         embeddings = self.encoder.get_input_embeddings()(tokens)
         if len(self.prompt_embeddings):
             is_prompt = (batch.prompt_index >= 0)[..., None]
@@ -341,10 +353,11 @@ class PromptModel(PreTrainedModel):
         rows = torch.arange(len(tokens), device=tokens.device)
         feature = self.head.transform(hidden[rows, batch.mask_positions])
         mlm_loss = None
-        if mlm:
-            if mlm_targets.numel():
+        if mlm_labels is not None:
+            chosen = mlm_labels != -100
+            if chosen.any():
                 logits = self.vocab_scores(self.head.transform(hidden[chosen]))
-                mlm_loss = F.cross_entropy(logits.float(), mlm_targets)
+                mlm_loss = F.cross_entropy(logits.float(), mlm_labels[chosen])
             else:
                 mlm_loss = hidden.sum() * 0.0
         return feature, mlm_loss
@@ -357,12 +370,16 @@ class PromptModel(PreTrainedModel):
             weight, bias = weight[token_ids], bias[token_ids]
         return transformed @ weight.T.to(transformed.dtype) + bias.to(transformed.dtype)
 
-    def class_scores(self, features: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """(batch, classes) from the stored anchors, by `config.prediction`."""
+    def class_scores(self, features: torch.Tensor, anchor_id: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, classes) from the stored anchors, by `config.prediction`; row i never uses anchor
+        `anchor_id[i]` (the row itself, when it is a training example)."""
         if self.config.num_anchors == 0:
             raise MethodError("the model has no anchors: train it (anchors are taken at the end) or call set_anchors")
+        if anchor_id is None:
+            anchor_id = torch.full((len(features),), NO_ANCHOR, dtype=torch.long, device=features.device)
         score = nearest_scores if self.config.prediction == "nearest" else centroid_scores
-        return score(features, keys, self.anchor_features, self.anchor_labels, self.anchor_keys, self.config.num_labels)
+        return score(features, anchor_id.to(features.device), self.anchor_features, self.anchor_labels,
+                     self.anchor_ids, self.config.num_labels)
 
     def forward(
         self,
@@ -372,6 +389,7 @@ class PromptModel(PreTrainedModel):
         labels: torch.Tensor | None = None,
         task_ids: torch.Tensor | None = None,  # upt stage 1: the row's template (source task, or KSMLM)
         candidate_ids: torch.Tensor | None = None,  # upt stage 1: the row's label-word token ids, -1 padded
+        anchor_id: torch.Tensor | None = None,  # contrastive: the row's own anchor (training example_id), or -1
         **kwargs: Any,
     ) -> PromptModelOutput:
         cfg = self.config
@@ -385,7 +403,7 @@ class PromptModel(PreTrainedModel):
             if labels is not None:
                 loss = pair_wise_cost_sensitive_loss(features, labels, cfg.margin, cfg.scale, cfg.cost_ratio)
             # While training, scores are not needed (and anchors may not exist yet).
-            logits = None if self.training else self.class_scores(features, example_keys(input_ids, attention_mask))
+            logits = None if self.training else self.class_scores(features, anchor_id)
         else:
             features = feature
             logits = self.vocab_scores(feature, cfg.label_word_ids).float()
@@ -394,7 +412,6 @@ class PromptModel(PreTrainedModel):
         if mlm_loss is not None and loss is not None:
             loss = loss + cfg.mlm_weight * mlm_loss
         return PromptModelOutput(loss=loss, logits=logits, features=features)
-
 
     def _upt_forward(
         self,
@@ -448,9 +465,12 @@ class PromptModel(PreTrainedModel):
         return PromptModelOutput(loss=loss, logits=logits, features=feature)
 
 
-AutoConfig.register(PromptModelConfig.model_type, PromptModelConfig, exist_ok=True)
-AutoModel.register(PromptModelConfig, PromptModel, exist_ok=True)
-AutoModelForSequenceClassification.register(PromptModelConfig, PromptModel, exist_ok=True)
+def register() -> None:
+    """Register `PromptModel` with transformers' Auto classes (entry point `plmkit.models: prompt`; the core runs
+    it before loading a model), so a saved prompt model loads with `AutoModelForSequenceClassification`."""
+    AutoConfig.register(PromptModelConfig.model_type, PromptModelConfig, exist_ok=True)
+    AutoModel.register(PromptModelConfig, PromptModel, exist_ok=True)
+    AutoModelForSequenceClassification.register(PromptModelConfig, PromptModel, exist_ok=True)
 
 
 def _batches(model: PromptModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int, max_length: int):
@@ -461,21 +481,34 @@ def _batches(model: PromptModel, tokenizer: PreTrainedTokenizerBase, texts: list
 
 
 @torch.no_grad()
-def compute_anchors(model: PromptModel, batches) -> None:  # noqa: ANN001 (an iterable of collated dict batches)
-    """Encode training batches (dicts with input_ids, attention_mask, labels) and store them as anchors."""
+def encode_anchors(model: PromptModel, batches: Iterable[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The [MASK] features (float32, not yet normalised), labels and example ids of collated training batches
+    (dicts with input_ids, attention_mask, labels and `example_id`; without `example_id`, rows are numbered in
+    order)."""
     was_training = model.training
     model.eval()
-    feats, labels, keys = [], [], []
+    hidden = model.config.backbone_config().hidden_size
+    feats = [torch.zeros(0, hidden, device=model.device)]
+    labels = [torch.zeros(0, dtype=torch.long, device=model.device)]
+    ids = [torch.zeros(0, dtype=torch.long, device=model.device)]
+    seen = 0
     for batch in batches:
-        ids = batch["input_ids"].to(model.device)
+        input_ids = batch["input_ids"].to(model.device)
         mask = batch.get("attention_mask")
-        mask = mask.to(model.device) if mask is not None else None
-        feature, _ = model.encode_mask(ids, mask)
+        feature, _ = model.encode_mask(input_ids, mask.to(model.device) if mask is not None else None)
         feats.append(feature.float())
-        labels.append(batch["labels"].to(model.device))
-        keys.append(example_keys(ids, mask))
-    model.set_anchors(torch.cat(feats), torch.cat(labels), torch.cat(keys))
+        labels.append(batch["labels"].to(model.device).long())
+        rows = batch.get("example_id")
+        ids.append(rows.to(model.device).long() if rows is not None
+                   else torch.arange(seen, seen + len(input_ids), device=model.device))
+        seen += len(input_ids)
     model.train(was_training)
+    return torch.cat(feats), torch.cat(labels), torch.cat(ids)
+
+
+def compute_anchors(model: PromptModel, batches: Iterable[dict[str, Any]]) -> None:
+    """Encode training batches (see `encode_anchors`) and store them as the model's anchors."""
+    model.set_anchors(*encode_anchors(model, batches))
 
 
 @torch.no_grad()

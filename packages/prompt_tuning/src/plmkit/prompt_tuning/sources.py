@@ -33,25 +33,27 @@ PAIR_SEED = 7
 
 @dataclass(frozen=True)
 class SourceTask:
-    """A source task: its group, its POV label words (in label order) and options expression."""
+    """A source task: its group, its POV label words (in label order), options expression, and whether its
+    examples are sentence pairs (text columns `text_a`, `text_b`)."""
 
     group: str
     label_words: tuple[str, ...]
     options: str = "Is it {options} ?"
+    pair: bool = False
 
 
 SOURCES: dict[str, SourceTask] = {
     "rt-polarity": SourceTask("sentiment", ("terrible", "great")),
     "amazon-polarity-snippets": SourceTask("sentiment", ("terrible", "great")),
     "tweets-polarity": SourceTask("sentiment", ("terrible", "great")),
-    "amazon-rating-pairs": SourceTask("sentiment", ("no", "yes"), "Is the first more positive , {options} ?"),
+    "amazon-rating-pairs": SourceTask("sentiment", ("no", "yes"), "Is the first more positive , {options} ?", pair=True),
     "trec": SourceTask("question-type", ("abbreviation", "description", "entity", "human", "location", "number")),
     "sms-spam": SourceTask("spam", ("normal", "spam")),
 }
 GROUPS: dict[str, list[str]] = {}
 for _name, _task in SOURCES.items():
     GROUPS.setdefault(_task.group, []).append(_name)
-PAIR_TASKS = ("amazon-rating-pairs",)
+PAIR_TASKS = tuple(name for name, task in SOURCES.items() if task.pair)
 
 
 def sources_for(target: str) -> list[str]:
