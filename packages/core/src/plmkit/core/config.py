@@ -181,6 +181,8 @@ def parse_section_options(section: str, name: str, from_file: dict[str, Any], fr
             f"{section} {name!r} has no option(s) {unknown}; its options are {sorted(fields) or 'none'}"
         )
     parser = HfArgumentParser(config_class)
+    for action in parser._actions:
+        action.choices = None  # the config checks its choices itself, with a one-line error naming the option
     parser.set_defaults(**from_file)
     flags: list[str] = []
     for key, value in from_flags.items():

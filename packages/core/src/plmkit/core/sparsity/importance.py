@@ -1,5 +1,5 @@
-"""First-order importance of heads and FFN neurons, and keep-masks from it (Michel et al. 2019; CAP-f, spec
-cap.md 2.1b): I = sum over batches of |dL/d gate|, each layer's vector optionally divided by its L2 norm.
+"""First-order importance of heads and FFN neurons, and keep-masks from it (Michel et al. 2019; CAP-f, Xu et al.
+2022, and ContrastivePruning's prune_utils.py): I = sum over batches of |dL/d gate|, each layer's vector optionally divided by its L2 norm.
 """
 
 from __future__ import annotations

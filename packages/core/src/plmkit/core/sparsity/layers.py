@@ -1,7 +1,7 @@
 """Score-based masked linear layers (magnitude and movement pruning) and helpers to install them in a model.
 
 ``MaskedLinear`` computes y = x (M * W)^T + b with M a straight-through binary mask of a score tensor S
-(spec pst.md 1.1 step 4; Sanh et al. 2020): S = |W| for magnitude pruning, a trainable tensor for movement
+(Sanh et al. 2020; PST, Li et al. 2022, Sec. 3): S = |W| for magnitude pruning, a trainable tensor for movement
 pruning. It wraps both ``nn.Linear`` (weight [out, in]) and transformers' GPT-2 ``Conv1D`` (weight [in, out])
 and keeps the wrapped module's ``weight``/``bias`` Parameters under the same names, so optimizers, tied
 weights and state-dict keys are unchanged; movement scores add one ``scores`` entry.

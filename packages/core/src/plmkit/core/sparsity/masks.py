@@ -2,7 +2,7 @@
 
 Each binarizer is a ``torch.autograd.Function`` whose backward passes the incoming gradient unchanged to the
 scores (the straight-through estimator, STE): with W' = M * W the scores receive dL/dM = W * dL/dW', the
-"movement" signal of Sanh et al. (2020) and the dL/dS := dL/dM rule of PST (spec pst.md 1.1, step 3).
+"movement" signal of Sanh et al. (2020) and the dL/dS := dL/dM rule of PST (Li et al. 2022).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The cubic sparsity schedule of Zhu & Gupta (2017) with initial and final warm-up, as used by movement
-pruning, PST (spec pst.md 1.1, `schedule_sparsity_ratio`) and CAP (spec cap.md 2.1a), and a Trainer callback
-that applies it after every optimizer step.
+pruning (HF's masked_run_glue.py `schedule_threshold`), PST (AliceMind S4/PST `schedule_sparsity_ratio`) and CAP,
+and `SparsitySchedule`, which methods apply after every optimizer step.
 """
 
 from __future__ import annotations

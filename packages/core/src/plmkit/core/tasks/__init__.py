@@ -76,6 +76,8 @@ class Task:
     name: ClassVar[str] = ""
     config_class: ClassVar[type[TaskConfig]] = TaskConfig
     model_kind: ClassVar[str] = "sequence-classification"
+    #: encoded columns the collator needs that are not model inputs (kept through the Trainer, e.g. word ids)
+    batch_columns: ClassVar[tuple[str, ...]] = ()
     #: metric to report first in the run summary (e.g. accuracy, bleu, masked_accuracy)
     main_metric: ClassVar[str] = "loss"
 
@@ -98,6 +100,9 @@ class Task:
     def model_options(self) -> dict[str, Any]:
         """Config values `load_model` must set for this data (number of labels, label names, ...)."""
         return {}
+
+    def check_config(self, config: Any, name: str) -> None:
+        """Raise `TaskError` when a model of this config cannot serve the task (checked before it is built)."""
 
     def check_model(self, model: nn.Module) -> None:
         """Raise `TaskError` when `model` cannot serve this task (e.g. an encoder-only model for seq2seq)."""
