@@ -25,7 +25,7 @@ args=()
 for p in packages/*/pyproject.toml; do
     d=$(dirname "$p")
     extras=""
-    [ "$d" = "packages/core" ] && extras="[minilm,test]"
+    [ "$d" = "packages/core" ] && extras="[minilm,test,vision]"
     args+=(-e "$d$extras")
 done
 # One pip command for all packages: the PEP 420 namespace `plmkit` is shared by every editable install.

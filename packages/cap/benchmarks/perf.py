@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from plmkit.cap import CAPConfig, CAPMethod, ExampleIndex
+from plmkit.cap import CAPConfig, CAPMethod
 from plmkit.core.models import load_model
 from plmkit.core.sparsity import masked_layers
 
@@ -30,27 +30,26 @@ OUT = Path(__file__).parent / "results" / "cap_perf.json"
 N_EXAMPLES, BATCH, LENGTH, SNAPSHOTS = 8530, 32, 64, 9
 
 
-def build(contrastive: bool, teacher: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.nn.Module, CAPMethod]:
-    banks = "pretrained,finetuned,snapshots" if contrastive else "none"
+def build(contrastive: bool, teacher: torch.nn.Module) -> tuple[torch.nn.Module, CAPMethod]:
+    banks = ["pretrained", "finetuned", "snapshots"] if contrastive else ["none"]
     method = CAPMethod(CAPConfig(engine="cap-m", sparsity=0.9, unsupervised_banks=banks, supervised_banks=banks))
     model, _ = load_model("minilm", num_labels=2)
     method.prepare_model(model)
     for _, layer in masked_layers(model):
         layer.sparsity = 0.9
     method.teacher = teacher
-    method.index = ExampleIndex(ids.tolist())
     method.labels = torch.randint(0, 2, (N_EXAMPLES,))
     if contrastive:
         hidden = model.config.hidden_size
         for name, count in (("pretrained", 1), ("finetuned", 1), ("snapshots", SNAPSHOTS)):
             for _ in range(count):
-                method.add_to_bank(name, F.normalize(torch.randn(N_EXAMPLES, hidden), dim=-1))
+                method.add_to_bank(None, name, F.normalize(torch.randn(N_EXAMPLES, hidden), dim=-1))
     return model.train(), method
 
 
 def step(model: torch.nn.Module, method: CAPMethod, optimizer: torch.optim.Optimizer, batch: dict) -> None:
-    outputs = model(**batch)
-    loss = outputs.loss + method.cap_terms(model, batch, outputs)
+    outputs = model(**{k: v for k, v in batch.items() if k != "example_id"})
+    loss = method.task_loss_weight * outputs.loss + sum(method.cap_terms(model, batch, outputs).values())
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -65,7 +64,7 @@ def main() -> None:
     ids = torch.randint(1000, 20000, (N_EXAMPLES, LENGTH))
     teacher, _ = load_model("minilm", num_labels=2)
     teacher.eval().requires_grad_(False)
-    variants = {name: build(name == "cap_m", teacher, ids) for name in ("cap_m", "movement_kd")}
+    variants = {name: build(name == "cap_m", teacher) for name in ("cap_m", "movement_kd")}
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-5) for name, (model, _) in variants.items()}
     gen = torch.Generator().manual_seed(1)
     cpu: dict[str, list[float]] = {name: [] for name in variants}
@@ -73,7 +72,7 @@ def main() -> None:
     for repeat in range(args.repeats + 1):
         rows = torch.randint(0, N_EXAMPLES, (BATCH,), generator=gen)
         batch = {"input_ids": ids[rows], "attention_mask": torch.ones(BATCH, LENGTH, dtype=torch.long),
-                 "labels": torch.randint(0, 2, (BATCH,), generator=gen)}
+                 "labels": torch.randint(0, 2, (BATCH,), generator=gen), "example_id": rows}
         for name, (model, method) in variants.items():
             c0, w0 = time.process_time(), time.perf_counter()
             step(model, method, optimizers[name], batch)

@@ -3,8 +3,8 @@
 Budget (2 shared CPU cores): a random 1,024-sentence training subset (seeded shuffle of the builtin
 train split, v2 data cache), max_length 64, batch 32, bf16, one torch thread per run, evaluated on the whole builtin
 test split. One teacher (dense fine-tuning, 3 epochs, lr 1e-4) is trained once per seed and passed to every run with
---method.teacher. Unstructured: 3 epochs (96 steps), lr 1e-4, scores lr 1e-2, warm-up unit 16 steps (initial 1,
-final 2 units). Structured: CAP-f and first-order pruning in steps of 25% of heads and neurons (50%: 2 iterations,
+--method.teacher. Unstructured: 3 epochs (96 steps), lr 1e-4, scores lr 1e-2, initial warm-up 1/6 and final
+warm-up 1/3 of the steps (the reference's 1 and 2 units of 16 steps). Structured: CAP-f and first-order pruning in steps of 25% of heads and neurons (50%: 2 iterations,
 75%: 3), 1 epoch of retraining per iteration. Baselines ("MvP+KD", "FO+KD") are the same `cap` runs with both
 contrastive terms switched off. Writes packages/cap/benchmarks/results/cap_reproduction.json and a plot;
 `packages/cap/benchmarks/render_table.py` renders the README table.
@@ -30,7 +30,7 @@ PLOT = RESULTS / "cap_reproduction.png"
 
 NO_CONTRAST = ["--method.unsupervised_banks", "none", "--method.supervised_banks", "none"]
 UNSTRUCTURED = ["--num_train_epochs", "3", "--learning_rate", "1e-4", "--method", "cap",
-                "--method.warmup_unit_steps", "16", "--method.initial_warmup", "1", "--method.final_warmup", "2"]
+                "--method.initial_warmup", "0.1667", "--method.final_warmup", "0.3333"]
 STRUCTURED = ["--learning_rate", "5e-5", "--method", "cap", "--method.engine", "cap-f",
               "--method.pruning_step", "0.25"]
 # (name, family, target, flags)
@@ -85,7 +85,7 @@ def measured(out: Path, family: str) -> dict:
             zeros = sum(int((layer.mask() == 0).sum()) for _, layer in masked_layers(model))
             total = sum(layer.weight.numel() for _, layer in masked_layers(model))
         return {"measured_sparsity": zeros / total}
-    masks = method.engine.masks
+    masks = method.engine.gates
     ids = torch.randint(1000, 20000, (32, 64), generator=torch.Generator().manual_seed(0))
 
     def cpu_time(m: torch.nn.Module) -> float:

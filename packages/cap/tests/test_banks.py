@@ -1,11 +1,11 @@
-"""Representation banks: compact storage, memory report, disk storage, example lookup."""
+"""Representation banks: compact storage, memory report, disk storage, and what a checkpoint keeps of them."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from plmkit.cap import ExampleIndex, RepresentationBank
+from plmkit.cap import RepresentationBank
 from plmkit.core.training import MethodError
 
 
@@ -23,7 +23,7 @@ def test_fp16_bank_halves_fp32_storage_and_reports_it():
 
 
 def test_disk_bank_round_trips(tmp_path):
-    bank = RepresentationBank.on_disk("finetuned", 20, 8, torch.float16, tmp_path)
+    bank = RepresentationBank("finetuned", 20, 8, torch.float16, tmp_path)
     reps = torch.randn(20, 8)
     bank.append(reps)
     assert (tmp_path / "finetuned-0.bin").stat().st_size == 20 * 8 * 2
@@ -36,12 +36,19 @@ def test_bank_rejects_a_wrong_shape():
         RepresentationBank("x", 5, 4).append(torch.zeros(4, 4))
 
 
-def test_example_index_finds_rows_under_padding_and_rejects_unknown_examples():
-    index = ExampleIndex([[101, 5, 6, 102], [101, 7, 102], [101, 8, 9, 10, 102]])
-    batch = {
-        "input_ids": torch.tensor([[101, 8, 9, 10, 102], [101, 7, 102, 0, 0]]),
-        "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
-    }
-    assert index.lookup(batch).tolist() == [2, 1] and len(index) == 3
-    with pytest.raises(MethodError, match="not in the training set"):
-        index.lookup({"input_ids": torch.tensor([[101, 99, 102]]), "attention_mask": torch.ones(1, 3)})
+def test_banks_are_rebuilt_from_their_checkpoint_state(tmp_path):
+    memory, disk = RepresentationBank("pretrained", 6, 4), RepresentationBank("snapshots", 6, 4, directory=tmp_path)
+    for bank in (memory, disk):
+        bank.append(torch.randn(6, 4))
+        bank.append(torch.randn(6, 4))
+    again = RepresentationBank.from_state(memory.state(), list(memory.entries))
+    reopened = RepresentationBank.from_state(disk.state())
+    rows = torch.tensor([5, 0, 2])
+    assert torch.equal(again.gather(rows), memory.gather(rows)) and torch.equal(reopened.gather(rows), disk.gather(rows))
+    reopened.append(torch.zeros(6, 4))  # a resumed run appends after the entries it reopened
+    assert len(reopened) == 3 and (tmp_path / "snapshots-2.bin").exists()
+    with pytest.raises(MethodError, match="holds 1 of its 2"):
+        RepresentationBank.from_state(memory.state(), memory.entries[:1])
+    (tmp_path / "snapshots-1.bin").unlink()
+    with pytest.raises(MethodError, match="missing or short"):
+        RepresentationBank.from_state(disk.state())

@@ -26,13 +26,6 @@ def _train(files, out, *flags):
     return json.loads((out / "metrics.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def teacher(files, tmp_path_factory):
-    out = tmp_path_factory.mktemp("teacher") / "run"
-    _train(files, out, "--method", "finetune")
-    return out
-
-
 def _ids():
     return torch.randint(5, 100, (3, 9), generator=torch.Generator().manual_seed(1))
 
@@ -45,10 +38,12 @@ def _check_reload(run, metrics):
 def test_cap_m_trains_reloads_and_exports_dense(files, teacher, tmp_path):
     run = tmp_path / "cap-m"
     metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-m", "--method.sparsity", "0.5",
-                     "--method.teacher", str(teacher))
-    banks = json.loads((run / "cap_banks.json").read_text())
+                     "--method.teacher", str(teacher), "--method.supervised_banks", "finetuned,snapshots")
+    banks = metrics["cap_banks"]  # PrC, FiC, and one snapshot at the start of each later epoch
     assert banks["snapshots"]["representations"] == 3 and banks["pretrained"]["ratio_vs_fp32"] == 0.5
-    model, _, _, _ = load_run(run)
+    assert metrics["masked_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    model, _, method, _ = load_run(run)
+    assert method.config.supervised_banks == ["finetuned", "snapshots"]
     assert all(layer.sparsity == pytest.approx(0.5, abs=1e-3) for _, layer in masked_layers(model))
     _check_reload(run, metrics)
     assert main(["export", str(run), "--output_dir", str(tmp_path / "dense")]) == 0
@@ -63,7 +58,7 @@ def test_cap_soft_reaches_its_target_sparsity_over_all_matrices(files, teacher, 
     run = tmp_path / "cap-soft-target"
     metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-soft", "--method.sparsity", "0.6",
                      "--method.teacher", str(teacher))
-    assert metrics["train_masked_sparsity"] == pytest.approx(0.6, abs=1e-4)
+    assert metrics["masked_sparsity"] == pytest.approx(0.6, abs=1e-4)
     model, _, _, _ = load_run(run)
     layers = [layer for _, layer in masked_layers(model)]
     zeros = sum(int((m.mask() == 0).sum()) for m in layers)
@@ -76,7 +71,7 @@ def test_cap_soft_as_the_reference_with_teacher_trained_first(files, tmp_path):
     run = tmp_path / "cap-soft"
     metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-soft", "--method.teacher_epochs", "1",
                      "--method.final_lambda", "50", "--method.soft_sparsity", "lambda")
-    assert 0.0 <= metrics["train_masked_sparsity"] < 1.0
+    assert 0.0 <= metrics["masked_sparsity"] < 1.0
     assert (run / "teacher" / "config.json").exists()
     model, _, method, _ = load_run(run)
     layers = [layer for _, layer in masked_layers(model)]
@@ -102,16 +97,18 @@ def test_cap_f_prunes_iteratively_and_compacts(files, teacher, tmp_path, monkeyp
     metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-f", "--method.sparsity", "0.5",
                      "--method.teacher", str(teacher), "--method.bank_storage", "disk",
                      "--method.bank_dir", str(tmp_path / "banks"))
-    banks = json.loads((run / "cap_banks.json").read_text())
+    banks = metrics["cap_banks"]
     assert banks["snapshots"]["representations"] == 4 and "disk" in banks["snapshots"]["storage"]
+    assert [event["sparsity"] for event in metrics["cap_f_pruning"]] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert metrics["head_sparsity"] == 0.5 and metrics["neuron_sparsity"] == 0.5
     # As the reference: the first importance pass sees no bank (the teacher's is attached after it), later ones all.
     first = passes[: len(passes) // 5]
     assert first and all(n == 1 and not used for n, used in first)
     assert all(used for _, used in passes[len(first):])
     model, _, method, _ = load_run(run)
-    masks = method.engine.masks
-    assert masks.head_mask.sum() == 4 and masks.neuron_mask.sum() == 64
-    assert (masks.head_mask.sum(dim=1) >= 1).all()
+    masks = method.engine.gates
+    assert masks.head_mask.shape == (1, 2, 4) and masks.head_mask.sum() == 4 and masks.neuron_mask.sum() == 64
+    assert (masks.head_mask.sum(dim=-1) >= 1).all()
     _check_reload(run, metrics)
     with torch.no_grad():
         gated = model(input_ids=_ids()).logits
@@ -127,7 +124,9 @@ def test_cap_f_prunes_iteratively_and_compacts(files, teacher, tmp_path, monkeyp
     [
         ({"engine": "cap-x"}, "engine must be one of"),
         ({"sparsity": 1.0}, "sparsity must be in"),
-        ({"supervised_banks": "pretrained,teacher"}, "unknown bank"),
+        ({"supervised_banks": ["pretrained", "teacher"]}, "unknown bank"),
+        ({"supervised_banks": ["none", "pretrained"]}, "'none' cannot be combined"),
+        ({"unsupervised_banks": "pretrained"}, "must be a list of bank names"),
         ({"representation": "max"}, "representation must be"),
         ({"bank_dtype": "int8"}, "bank_dtype must be"),
         ({"final_threshold": 0.05, "initial_threshold": 0.1}, "thresholds must satisfy"),

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plmkit.cap import contrastive_terms, distillation_loss, sample_extra, soft_movement_regularizer
+from plmkit.cap import contrastive_terms, sample_extra, soft_movement_regularizer
+from plmkit.core.losses import distillation_loss
 from plmkit.core.sparsity import mask_linears
 from plmkit.core.testing import tiny_model
 

@@ -55,7 +55,7 @@ def test_uses_only_the_v2_hooks():
     from plmkit.core.training import Method, option_choices
 
     method = ChildTuningMethod()
-    assert method.callbacks() == [] and type(method).extra_loss is Method.extra_loss
+    assert not hasattr(method, "callbacks") and not hasattr(Method, "extra_loss")
     assert option_choices(ChildTuningConfig, "mode") == ("F", "D")
 
 

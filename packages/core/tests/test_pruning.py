@@ -136,3 +136,26 @@ def test_movement_scores_find_the_weights_that_carry_the_signal(tmp_path, scorer
     assert int(kept.sum()) == 8
     share_on_signal = float(kept[:, :4].sum() / kept.sum())
     assert expected[0] <= share_on_signal <= expected[1]
+
+
+def test_reference_scores_rank_the_same_whatever_their_learning_rate(tmp_path):
+    """Scores that start tied at 0 and learn with Adam (no weight decay) are lr x a function of the gradients, so
+    their learning rate cannot change the masks: the reference's 1e-2 and 1e-4 give identical masks. (Why the
+    reference setting's masks do not depend on the weights' size, see the core README.)"""
+    from transformers import TrainingArguments, default_data_collator
+
+    from plmkit.core.training import Trainer
+
+    masks = []
+    for scores_lr in (1e-2, 1e-4):
+        torch.manual_seed(0)
+        model = _SignalColumns()
+        method = PruningMethod(PruningConfig(sparsity=0.5, scores_init="zeros", scores_learning_rate=scores_lr,
+                                             initial_warmup=0.2, final_warmup=0.2))
+        args = TrainingArguments(output_dir=str(tmp_path), max_steps=40, per_device_train_batch_size=32,
+                                 learning_rate=1e-3, report_to="none", save_strategy="no", logging_strategy="no",
+                                 use_cpu=True, dataloader_pin_memory=False, seed=0, disable_tqdm=True)
+        Trainer(model, args, method=method, train_dataset=_signal_data(2048, 1),
+                data_collator=default_data_collator).train()
+        masks.append(model.encoder.layer[0].mask().detach())
+    assert torch.equal(masks[0], masks[1])

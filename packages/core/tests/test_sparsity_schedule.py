@@ -4,11 +4,9 @@ import itertools
 from functools import partial
 
 import pytest
-import torch
-from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
 from plmkit.core.sparsity import (
-    SparsityScheduleCallback,
+    SparsitySchedule,
     cubic_sparsity,
     cubic_sparsity_steps,
     mask_linears,
@@ -62,46 +60,19 @@ def test_schedule_is_monotone():
     assert all(a <= b for a, b in itertools.pairwise(values))
 
 
-def test_callback_sets_sparsity_on_begin_step_and_resume():
+def test_schedule_sets_sparsity_at_begin_step_and_resume():
     model, _ = tiny_model("bert")
     mask_linears(model, scorer="movement")
-    callback = SparsityScheduleCallback(partial(cubic_sparsity, final_sparsity=0.9))
-    args, control = TrainingArguments(output_dir="unused", report_to=[]), TrainerControl()
+    schedule = SparsitySchedule(partial(cubic_sparsity, final_sparsity=0.9))
     layer = masked_layers(model)[0][1]
 
-    callback.on_train_begin(args, TrainerState(global_step=0, max_steps=100), control, model=model)
+    schedule.apply(model, 0, 100)
     assert layer.num_pruned == 0
-    callback.on_step_end(args, TrainerState(global_step=40, max_steps=100), control, model=model)
-    assert callback.current == pytest.approx(0.7875)
+    schedule.apply(model, 40, 100)
+    assert schedule.current == pytest.approx(0.7875)
     assert all(m.num_pruned == int(0.7875 * m.weight.numel()) for _, m in masked_layers(model))
     # Resuming: the Trainer restores global_step before on_train_begin, so the schedule picks up where it was.
-    callback.on_train_begin(args, TrainerState(global_step=80, max_steps=100), control, model=model)
+    schedule.apply(model, 80, 100)
     assert layer.num_pruned == int(0.9 * layer.weight.numel())
-
-
-def test_callback_inside_a_real_trainer(tmp_path):
-    torch.manual_seed(0)
-    model, _ = tiny_model("gpt2")
-    mask_linears(model, scorer="movement")
-    ids = torch.randint(3, model.config.vocab_size, (8, 6))
-    data = [
-        {"input_ids": row, "attention_mask": torch.ones(6, dtype=torch.long), "labels": int(i % 2)}
-        for i, row in enumerate(ids)
-    ]
-    schedule = partial(cubic_sparsity, final_sparsity=0.5, initial_warmup=0.0, final_warmup=0.5)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=4,
-        per_device_train_batch_size=4,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        learning_rate=1e-2,
-    )
-    Trainer(
-        model=model, args=args, train_dataset=data, callbacks=[SparsityScheduleCallback(schedule)]
-    ).train()
-    for _, layer in masked_layers(model):
-        assert layer.num_pruned == int(0.5 * layer.weight.numel())
-        assert layer.scores.abs().sum() > 0  # the movement scores trained
+    with pytest.raises(ValueError, match="quantity must be"):
+        SparsitySchedule(schedule.schedule, quantity="rate")

@@ -83,7 +83,8 @@ def test_anchors_gathered_out_of_order_are_ordered_by_example_id():
     compute_anchors(model, [train])
     single = (model.anchor_features.clone(), model.anchor_labels.clone(), model.anchor_ids.clone())
     shards = [{k: v[r::2] for k, v in train.items()} for r in (0, 1)]  # rank r's rows, batched as ctx.batches does
-    ctx = SimpleNamespace(model=model, global_step=1, batches=lambda: iter(shards), all_gather=lambda t: t)
+    ctx = SimpleNamespace(model=model, global_step=1, batches=lambda: iter(shards), all_gather=lambda t: t,
+                          train_dataset=train)
     CPTuningMethod()._refresh_anchors(ctx)
     for got, want in zip((model.anchor_features, model.anchor_labels, model.anchor_ids), single, strict=True):
         torch.testing.assert_close(got, want)

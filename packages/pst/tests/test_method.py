@@ -195,5 +195,5 @@ def test_uses_only_the_v2_hooks():
     from plmkit.core.training import Method
 
     method = PSTMethod()
-    assert method.callbacks() == [] and type(method).extra_loss is Method.extra_loss
+    assert not hasattr(method, "callbacks") and not hasattr(Method, "extra_loss")
     assert method.report() == {}  # nothing counted before training

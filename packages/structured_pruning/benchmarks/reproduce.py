@@ -21,12 +21,10 @@ import random
 import time
 from pathlib import Path
 
-from transformers import DataCollatorWithPadding
-
 from plmkit.core.config import parse_experiment
-from plmkit.core.data import encode, load_builtin
-from plmkit.core.run import load_task, train
-from plmkit.core.training import Trainer, make_compute_metrics
+from plmkit.core.data import load_builtin
+from plmkit.core.run import build_run_task, train
+from plmkit.core.training import Trainer
 from plmkit.structured_pruning import load_at
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -82,10 +80,10 @@ def evaluate_gated(run_dir: Path, sparsity: float) -> float:
     """Test accuracy of a Dynamic Sparsification run gated at ``sparsity``."""
     model, tokenizer, _ = load_at(run_dir, sparsity)
     cfg = parse_experiment([str(run_dir / "plmkit_config.yaml"), "--output_dir", str(run_dir), "--report_to", "none"])
-    task = load_task(cfg)
-    encoded = encode(task, tokenizer, cfg.model.max_length)
-    trainer = Trainer(model, cfg.training, data_collator=DataCollatorWithPadding(tokenizer),
-                      compute_metrics=make_compute_metrics(task.metrics))
+    task = build_run_task(cfg)
+    encoded = task.encode(task.load(), tokenizer, cfg.model.max_length)
+    trainer = Trainer(model, cfg.training, task=task, data_collator=task.collator(tokenizer, model),
+                      compute_metrics=task.compute_metrics())
     return trainer.evaluate(encoded["test"], metric_key_prefix="test")["test_accuracy"]
 
 

@@ -8,9 +8,15 @@ from transformers import AutoModelForSequenceClassification
 
 from plmkit.core.cli import main
 from plmkit.core.run import evaluate_run, load_run
-from plmkit.core.sparsity import load_compacted
+from plmkit.core.sparsity import UnitGates, load_compacted
 from plmkit.core.testing import write_toy_files
-from plmkit.structured_pruning import export_at, load_at
+from plmkit.structured_pruning import (
+    TOY_LANGUAGES,
+    StructuredPruningMethod,
+    export_at,
+    load_at,
+    multilingual_toy_dataset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +65,19 @@ def test_dynamic_sparsification_cli_then_export_at_any_sparsity(files, tmp_path)
                                        atol=1e-5, rtol=0)
 
 
+def _exit_code(argv):
+    try:
+        return main(argv)
+    except SystemExit as stop:  # an option with choices may be refused by the flag parser itself
+        return stop.code
+
+
 def test_cli_reports_bad_option(files, tmp_path, capsys):
-    assert main(["train", "--model_name_or_path", "tiny-bert", "--train_file", str(files["train"]),
-                 "--output_dir", str(tmp_path / "bad"), "--method", "structured_pruning",
-                 "--method.algorithm", "magnitude"]) == 2
-    assert "algorithm must be one of" in capsys.readouterr().err
+    assert _exit_code(["train", "--model_name_or_path", "tiny-bert", "--train_file", str(files["train"]),
+                       "--output_dir", str(tmp_path / "bad"), "--method", "structured_pruning",
+                       "--method.algorithm", "magnitude"]) == 2
+    err = capsys.readouterr().err
+    assert "algorithm" in err and "'magnitude'" in err and "first_order" in err
 
 
 @pytest.mark.slow
@@ -78,3 +92,55 @@ def test_minilm_rt_polarity_smoke(tmp_path):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     model, _, method, _ = load_run(tmp_path / "minilm")
     assert method.unit_gates.head_mask.sum() == 6 * 6  # 12 heads per layer, half kept
+
+
+def _multilingual_file(path, extra=()):
+    rows = [{"text": t, "label": y, "language": TOY_LANGUAGES[g]}
+            for t, y, g in zip(*(multilingual_toy_dataset(48, 3)["train"][c] for c in ("text", "label", "language")),
+                               strict=True)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in [*rows, *extra]))
+    return rows
+
+
+def test_per_language_masks_through_plmkit_train(tmp_path, monkeypatch):
+    """Each training example is gated by the mask row of its `language` (codes mapped by --method.languages)."""
+    rows = _multilingual_file(tmp_path / "train.jsonl")
+    pending, used = [], []
+    prepare, before_forward = StructuredPruningMethod.prepare_batch, UnitGates._before_forward
+
+    def spy_prepare(self, batch, ctx):  # noqa: ANN001, ANN202
+        pending.append(batch["example_id"].tolist())
+        return prepare(self, batch, ctx)
+
+    def spy_forward(self, model, args, kwargs):  # noqa: ANN001, ANN202
+        if model.training:
+            used.append((pending.pop(), self.rows.tolist()))
+        return before_forward(self, model, args, kwargs)
+
+    monkeypatch.setattr(StructuredPruningMethod, "prepare_batch", spy_prepare)
+    monkeypatch.setattr(UnitGates, "_before_forward", spy_forward)
+    languages = ["de", "en", "fr"]
+    # Training data only: evaluation batches do not reach the method, so they could not pick a row.
+    argv = ["train", "--model_name_or_path", "tiny-xlmr", "--train_file", str(tmp_path / "train.jsonl"),
+            "--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--learning_rate", "1e-2",
+            "--output_dir", str(tmp_path / "run"), "--report_to", "none", "--save_strategy", "no",
+            "--disable_tqdm", "true", "--num_threads", "1", "--method", "structured_pruning",
+            "--method.setting", "per_language", "--method.languages", ",".join(languages),
+            "--method.sparsity", "0.5", "--method.importance_batches", "2"]
+    assert main(argv) == 0
+    assert len(used) == 6 and not pending  # 2 epochs x 3 batches, every one gated per example
+    expected = {i: languages.index(row["language"]) for i, row in enumerate(rows)}
+    for example_ids, mask_rows in used:
+        assert mask_rows == [expected[i] for i in example_ids]
+    assert {r for _, mask_rows in used for r in mask_rows} == {0, 1, 2}
+    _, _, method, _ = load_run(tmp_path / "run")
+    assert method.unit_gates.head_mask.shape == (3, 2, 4) and (method.unit_gates.head_mask.sum(-1) == 2).all()
+
+
+def test_unknown_language_is_a_data_error(tmp_path, capsys):
+    _multilingual_file(tmp_path / "train.jsonl", extra=[{"text": "hola", "label": 0, "language": "es"}])
+    argv = ["train", "--model_name_or_path", "tiny-xlmr", "--train_file", str(tmp_path / "train.jsonl"),
+            "--output_dir", str(tmp_path / "run"), "--report_to", "none", "--num_threads", "1",
+            "--method", "structured_pruning", "--method.setting", "per_language", "--method.languages", "en,de,fr"]
+    assert main(argv) == 2
+    assert "language(s) ['es'] that are not in --method.languages ['en', 'de', 'fr']" in capsys.readouterr().err

@@ -60,7 +60,7 @@ def test_training_runs_several_sparsities_and_compacts_at_any(train_tiny, inputs
             torch.testing.assert_close(compacted(**inputs).logits, gated, atol=1e-5, rtol=0)
 
 
-def test_extra_loss_sums_the_other_sampled_sparsities(inputs_for):
+def test_loss_terms_sum_the_other_sampled_sparsities(inputs_for):
     model, _ = tiny_model("bert")
     method = DynamicSparsificationMethod(num_sampled=3, distill=False)
     method.prepare_model(model)
@@ -72,11 +72,13 @@ def test_extra_loss_sums_the_other_sampled_sparsities(inputs_for):
     inputs = {**inputs_for(model), "labels": torch.tensor([0, 1, 0])}
     model.train()
     outputs = model(**inputs)
-    extra = method.extra_loss(model, inputs, outputs)
-    assert extra.requires_grad and len(forwards) == 3  # the Trainer's forward + two more sub-networks
+    terms = method.loss_terms(model, {**inputs, "example_id": torch.arange(3)}, outputs, None)
+    assert list(terms) == ["subnetworks"] and terms["subnetworks"].requires_grad
+    assert len(forwards) == 3  # the Trainer's forward + two more sub-networks
     assert forwards[1] == 2  # the largest sparsity (0.9 of 4 heads, each layer keeps its top head)
     assert method.unit_gates.head_mask.sum() == 8  # back at the smallest sparsity
-    assert method.extra_loss(model.eval(), inputs, outputs) is None
+    method.ordered = False
+    assert method.loss_terms(model, inputs, outputs, None) == {}  # dense fine-tuning until the ordering exists
 
 
 @pytest.mark.parametrize(

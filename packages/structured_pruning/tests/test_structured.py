@@ -4,10 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from plmkit.core.sparsity import load_compacted, units_to_keep
+from plmkit.core.sparsity import keep_masks, load_compacted, units_to_keep
 from plmkit.core.training import MethodError, build_method
-from plmkit.structured_pruning import StructuredPruningConfig, StructuredPruningMethod, keep_masks
-from plmkit.structured_pruning.schedule import first_order_events
+from plmkit.structured_pruning import StructuredPruningConfig, StructuredPruningMethod, first_order_events
 
 
 def _logits(model, inputs):
@@ -78,12 +77,14 @@ def test_l0_lagrangian_pushes_toward_target():
     method.prepare_model(model)
     gates = method.unit_gates
     gates.learning, gates.sparsity = True, 0.5
-    loss = method.extra_loss(model.train(), {}, None)
+    loss = method.loss_terms(model.train(), {}, None, None)["l0"]
     loss.backward()
     # Expected sparsity ~0 is below the target 0.5: dloss/dlambda1 = gap < 0, so descent would lower lambda1 ...
     assert gates.lagrange.grad[0] < 0
-    method.before_optimizer_step(model)
+    method.before_optimizer_step(model, None)
     assert gates.lagrange.grad[0] > 0  # ... and the multipliers ascend
+    gates.learning = False
+    assert method.loss_terms(model, {}, None, None) == {}
 
 
 @pytest.mark.parametrize(

@@ -1,65 +1,29 @@
-"""Representation banks (spec cap.md 2.1 "Memory banks") and the example index that addresses them.
+"""Representation banks (Xu et al. 2022, Sec. 3 "memory banks"): R l2-normalised representations [N, H] of every
+training example, one bank for PrC (the pre-trained model), FiC (the fine-tuned teacher) and SnC (one entry per
+snapshot). They are computed without gradient and stored compactly on the CPU (float16 by default: half of fp32)
+or as memory-mapped files on disk, and addressed by the core's ``example_id`` (the row of an example in the
+training split).
 
-A bank holds R l2-normalised representations [N, H] of every training example: one for PrC (the pre-trained
-model) and FiC (the fine-tuned teacher), one per snapshot for SnC. They are computed without gradient and
-stored compactly on the CPU (float16 by default: half of fp32) or as memory-mapped files on disk.
-
-Example ids. The core's ``encode`` keeps only the model's input columns, so batches carry no example index.
-``ExampleIndex`` recovers it from the batch itself: each training example's unpadded ``input_ids`` (the tokens
-under ``attention_mask``) are hashed once, and every batch row is looked up by the same key. This does not
-depend on the sampler, shuffling, gradient accumulation, dataloader prefetching or the number of processes.
-Identical token sequences share one row (the builtin datasets are de-duplicated; for others, duplicates
-encode to the same representation anyway and keep the first occurrence's label in the label bank).
+A checkpoint carries the banks: in-memory entries as tensors, disk banks as what reopens their files
+(``state()`` / ``from_state``), so a resumed run neither re-encodes them nor rebuilds PrC from trained weights.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from plmkit.core.training import MethodError
 
-__all__ = ["DTYPES", "ExampleIndex", "RepresentationBank"]
+__all__ = ["DTYPES", "RepresentationBank"]
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def _key(tokens: Sequence[int] | np.ndarray) -> bytes:
-    return np.asarray(tokens, dtype=np.int64).tobytes()
-
-
-class ExampleIndex:
-    """Row of each training example, found from a batch's ``input_ids`` and ``attention_mask``."""
-
-    def __init__(self, input_ids: Iterable[Sequence[int]]) -> None:
-        self.rows: dict[bytes, int] = {}
-        for row, tokens in enumerate(input_ids):
-            self.rows.setdefault(_key(tokens), row)
-        self.num_examples = row + 1 if self.rows else 0
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def lookup(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Rows [B] of the batch's examples; raises MethodError for an example not in the training set."""
-        ids = batch["input_ids"].detach().cpu().numpy()
-        mask = batch.get("attention_mask")
-        keep = np.ones_like(ids, dtype=bool) if mask is None else mask.detach().cpu().numpy().astype(bool)
-        try:
-            return torch.tensor([self.rows[_key(t[m])] for t, m in zip(ids, keep, strict=True)], dtype=torch.long)
-        except KeyError as missing:
-            raise MethodError(
-                "a training batch holds an example that is not in the training set the banks were built from"
-            ) from missing
-
-
 class RepresentationBank:
-    """R representations [N, H] per training example, stored in ``dtype`` (spec cap.md 2.3: N x H per entry).
+    """R representations [N, H] per training example, stored in ``dtype`` (N x H per entry).
 
     ``directory`` set: each representation is a memory-mapped file there (RAM stays free for large N).
     """
@@ -70,21 +34,25 @@ class RepresentationBank:
     ) -> None:
         self.name, self.num_examples, self.hidden_size, self.dtype = name, num_examples, hidden_size, dtype
         self.directory = Path(directory) if directory is not None else None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self.entries: list[torch.Tensor] = []
-
-    @classmethod
-    def on_disk(cls, name: str, num_examples: int, hidden_size: int, dtype: torch.dtype,
-                directory: str | Path | None) -> RepresentationBank:
-        folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="plmkit-cap-banks-"))
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(name, num_examples, hidden_size, dtype, folder)
 
     def __len__(self) -> int:
         """R, the number of representations per example."""
         return len(self.entries)
 
+    def _path(self, index: int) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{self.name}-{index}.bin"
+
+    def _mapped(self, index: int) -> torch.Tensor:
+        size = self.num_examples * self.hidden_size
+        return torch.from_file(str(self._path(index)), shared=True, size=size, dtype=self.dtype).view(
+            self.num_examples, self.hidden_size)
+
     def append(self, representations: torch.Tensor) -> None:
-        """Store one representation of every example ([N, H], rows in training-set order)."""
+        """Store one representation of every example ([N, H], row i = example_id i)."""
         if tuple(representations.shape) != (self.num_examples, self.hidden_size):
             raise ValueError(
                 f"bank {self.name}: expected [{self.num_examples}, {self.hidden_size}], got {tuple(representations.shape)}"
@@ -93,15 +61,44 @@ class RepresentationBank:
         if self.directory is None:
             self.entries.append(values.contiguous())
             return
-        path = self.directory / f"{self.name}-{len(self.entries)}.bin"
-        mapped = torch.from_file(str(path), shared=True, size=values.numel(), dtype=self.dtype)
-        mapped.view_as(values).copy_(values)
-        self.entries.append(mapped.view_as(values))
+        mapped = self._mapped(len(self.entries))
+        mapped.copy_(values)
+        self.entries.append(mapped)
 
     def gather(self, rows: torch.Tensor) -> torch.Tensor:
         """The stored representations of ``rows``: [len(rows), R, H] in the storage dtype."""
+        rows = rows.cpu()
         return torch.stack([entry.index_select(0, rows) for entry in self.entries], dim=1)
 
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON-able description; with the in-memory entries (``entries``) it rebuilds the bank."""
+        return {"name": self.name, "num_examples": self.num_examples, "hidden_size": self.hidden_size,
+                "dtype": str(self.dtype).removeprefix("torch."), "count": len(self),
+                "directory": None if self.directory is None else str(self.directory)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], entries: list[torch.Tensor] | None = None) -> RepresentationBank:
+        """The bank ``state()`` described: in memory from ``entries``, on disk by reopening its files."""
+        bank = cls(state["name"], int(state["num_examples"]), int(state["hidden_size"]), DTYPES[state["dtype"]],
+                   state["directory"])
+        count = int(state["count"])
+        if bank.directory is None:
+            if entries is None or len(entries) != count:
+                raise MethodError(f"bank {bank.name}: the checkpoint holds {0 if entries is None else len(entries)} "
+                                  f"of its {count} representations")
+            bank.entries = [e.to("cpu", bank.dtype).contiguous() for e in entries]
+            return bank
+        expected = bank.num_examples * bank.hidden_size * bank.dtype.itemsize
+        for index in range(count):
+            path = bank._path(index)
+            if not path.is_file() or path.stat().st_size < expected:
+                raise MethodError(f"bank {bank.name}: {path} is missing or short; the disk bank cannot be reopened "
+                                  "to resume this run")
+            bank.entries.append(bank._mapped(index))
+        return bank
+
+    # -- memory report ----------------------------------------------------------------------------------------------
     @property
     def bytes_per_representation(self) -> int:
         return self.num_examples * self.hidden_size * self.dtype.itemsize

@@ -1,4 +1,4 @@
-"""CAP's options, with the reference scripts' defaults (spec cap.md 2.2).
+"""CAP's options, with the defaults of the reference scripts (alibaba/AliceMind, ContrastivePruning/).
 
 Options whose reference value differs between the unstructured and the structured scripts default to None and
 are resolved for the chosen engine (unstructured: w_u 0.1, w_s 10, T_kd 2; CAP-f: w_u 0.3, w_s 3, T_kd 1).
@@ -7,6 +7,7 @@ are resolved for the chosen engine (unstructured: w_u 0.1, w_s 10, T_kd 2; CAP-f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from plmkit.core.pruning import MovementScoresConfig
 from plmkit.core.training import MethodError
@@ -20,25 +21,34 @@ BANKS = ("pretrained", "finetuned", "snapshots")
 _ENGINE_DEFAULTS = {"unstructured": (0.1, 10.0, 2.0), "structured": (0.3, 3.0, 1.0)}
 
 
-def _bank_list(value: str, option: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in value.split(",") if n.strip() and n.strip() != "none")
+def _bank_list(value: Any, option: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(n, str) for n in value):
+        raise MethodError(f"{option} must be a list of bank names, got {value!r}")
+    names = tuple(n for n in value if n != "none")
     unknown = sorted(set(names) - set(BANKS))
     if unknown:
         raise MethodError(f"{option}: unknown bank(s) {unknown}; choose from {list(BANKS)} or 'none'")
+    if len(names) != len(value) and names:
+        raise MethodError(f"{option}: 'none' cannot be combined with banks, got {list(value)}")
     return names
+
+
+def _all_banks() -> list[str]:
+    return list(BANKS)
 
 
 @dataclass
 class CAPConfig(MovementScoresConfig):
     """Contrastive Pruning: a pruning engine plus contrastive terms against representation banks and KD.
 
-    Loss (spec cap.md 2.1): w_ce L_task + w_kd T^2 KL(teacher || student) + sum over banks of
+    Loss (Xu et al. 2022, Sec. 3): w_ce L_task + w_kd T^2 KL(teacher || student) + sum over banks of
     (w_u L_unsup + w_s L_sup) (+ lambda_t L_reg for CAP-soft).
     """
 
     engine: str = field(
         default="cap-m",
-        metadata={"help": "cap-m (movement top-k), cap-soft (soft movement, threshold + L1) or cap-f (heads/neurons)"},
+        metadata={"help": "cap-m (movement top-k), cap-soft (soft movement, threshold + L1) or cap-f (heads/neurons)",
+                  "choices": ENGINES},
     )
     sparsity: float = field(
         default=0.9,
@@ -56,7 +66,8 @@ class CAPConfig(MovementScoresConfig):
     soft_sparsity: str = field(
         default="target",
         metadata={"help": "cap-soft: target (reach `sparsity`: global top-k of the scores, L1 kept) or lambda (the "
-                          "reference: sigmoid threshold schedule, final_lambda sets the sparsity reached)"},
+                          "reference: sigmoid threshold schedule, final_lambda sets the sparsity reached)",
+                  "choices": ("target", "lambda")},
     )
     initial_threshold: float = field(default=0.0, metadata={"help": "cap-soft: sigmoid(score) threshold at the start"})
     final_threshold: float = field(default=0.1, metadata={"help": "cap-soft: final sigmoid(score) threshold"})
@@ -89,7 +100,9 @@ class CAPConfig(MovementScoresConfig):
         default=4096, metadata={"help": "candidates from other examples per bank: floor(extra / R) examples sampled"}
     )
     representation: str = field(
-        default="cls", metadata={"help": "cls (pooler output, as the classifier sees it) or mean (masked mean)"}
+        default="cls",
+        metadata={"help": "cls (pooler output, as the classifier sees it) or mean (masked mean)",
+                  "choices": ("cls", "mean")},
     )
     unsupervised_weight: float | None = field(
         default=None, metadata={"help": "w_u of the unsupervised term; None = 0.1 (unstructured) or 0.3 (cap-f)"}
@@ -97,22 +110,30 @@ class CAPConfig(MovementScoresConfig):
     supervised_weight: float | None = field(
         default=None, metadata={"help": "w_s of the supervised term; None = 10 (unstructured) or 3 (cap-f)"}
     )
-    unsupervised_banks: str = field(
-        default="pretrained,finetuned,snapshots",
-        metadata={"help": "comma-separated banks the unsupervised term uses (pretrained, finetuned, snapshots, none)"},
+    unsupervised_banks: list[str] = field(
+        default_factory=_all_banks,
+        metadata={"help": "banks the unsupervised term uses: pretrained, finetuned, snapshots (or none)"},
     )
-    supervised_banks: str = field(
-        default="pretrained,finetuned,snapshots",
-        metadata={"help": "comma-separated banks the supervised term uses (pretrained, finetuned, snapshots, none)"},
+    supervised_banks: list[str] = field(
+        default_factory=_all_banks,
+        metadata={"help": "banks the supervised term uses: pretrained, finetuned, snapshots (or none)"},
     )
     snapshot_mode: str = field(
         default="eval",
-        metadata={"help": "eval: banks encoded without dropout; train: snapshots with dropout, as the unstructured code"},
+        metadata={"help": "eval: banks encoded without dropout; train: snapshots with dropout, as the unstructured code",
+                  "choices": ("eval", "train")},
     )
-    bank_dtype: str = field(default="float16", metadata={"help": "storage dtype of the banks: float16, bfloat16, float32"})
-    bank_storage: str = field(default="memory", metadata={"help": "memory (CPU RAM) or disk (memory-mapped files)"})
+    bank_dtype: str = field(
+        default="float16",
+        metadata={"help": "storage dtype of the banks", "choices": ("float16", "bfloat16", "float32")},
+    )
+    bank_storage: str = field(
+        default="memory",
+        metadata={"help": "memory (CPU RAM, saved in checkpoints) or disk (memory-mapped files, reopened on resume)",
+                  "choices": ("memory", "disk")},
+    )
     bank_dir: str | None = field(
-        default=None, metadata={"help": "folder of the disk banks; None = a temporary folder"}
+        default=None, metadata={"help": "folder of the disk banks; None = cap_banks/ in the run's output folder"}
     )
 
     def __post_init__(self) -> None:
@@ -135,8 +156,6 @@ class CAPConfig(MovementScoresConfig):
         }
 
     def validate(self) -> None:
-        if self.engine not in ENGINES:
-            raise MethodError(f"engine must be one of {list(ENGINES)}, got {self.engine!r}")
         super().validate()
         if not 0.0 <= self.initial_threshold <= self.final_threshold < 1.0:
             raise MethodError(
@@ -157,15 +176,5 @@ class CAPConfig(MovementScoresConfig):
                 raise MethodError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.extra_examples < 0:
             raise MethodError(f"extra_examples must be >= 0, got {self.extra_examples}")
-        if self.soft_sparsity not in ("target", "lambda"):
-            raise MethodError(f"soft_sparsity must be 'target' or 'lambda', got {self.soft_sparsity!r}")
-        if self.representation not in ("cls", "mean"):
-            raise MethodError(f"representation must be 'cls' or 'mean', got {self.representation!r}")
-        if self.snapshot_mode not in ("eval", "train"):
-            raise MethodError(f"snapshot_mode must be 'eval' or 'train', got {self.snapshot_mode!r}")
-        if self.bank_dtype not in ("float16", "bfloat16", "float32"):
-            raise MethodError(f"bank_dtype must be float16, bfloat16 or float32, got {self.bank_dtype!r}")
-        if self.bank_storage not in ("memory", "disk"):
-            raise MethodError(f"bank_storage must be 'memory' or 'disk', got {self.bank_storage!r}")
         for option in ("unsupervised_banks", "supervised_banks"):
             _bank_list(getattr(self, option), option)

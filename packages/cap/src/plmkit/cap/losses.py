@@ -1,4 +1,5 @@
-"""CAP's loss terms (spec cap.md 2.1): the contrastive terms against one bank, distillation, and CAP-soft's L1.
+"""CAP's loss terms (Xu et al. 2022, Sec. 3; the reference's ``calculate_contrastive_loss``): the contrastive terms
+against one bank, and CAP-soft's L1 (distillation is the core's ``plmkit.core.losses.distillation_loss``).
 
 Contrastive term for a batch of B anchors z_a (l2-normalised, with gradient) and a bank with R representations
 per example. Candidates K, in the reference's order:
@@ -20,7 +21,7 @@ from torch import nn
 
 from plmkit.core.sparsity import masked_layers
 
-__all__ = ["contrastive_terms", "distillation_loss", "sample_extra", "soft_movement_regularizer"]
+__all__ = ["contrastive_terms", "sample_extra", "soft_movement_regularizer"]
 
 
 def sample_extra(num_examples: int, num_representations: int, extra_examples: int,
@@ -68,17 +69,9 @@ def contrastive_terms(
     return unsupervised, term(anchor_labels.to(device), extra_labels.to(device))
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch (Hinton et al. 2015)."""
-    return F.kl_div(
-        F.log_softmax(student_logits / temperature, dim=-1),
-        F.softmax(teacher_logits.to(student_logits.dtype) / temperature, dim=-1),
-        reduction="batchmean",
-    ) * temperature**2
-
-
 def soft_movement_regularizer(model: nn.Module) -> torch.Tensor:
-    """CAP-soft's L_reg: the mean over masked matrices of ||sigmoid(S)||_1 / numel(S) (spec cap.md 2.1a)."""
+    """CAP-soft's L_reg: the mean over masked matrices of ||sigmoid(S)||_1 / numel(S) (soft movement pruning,
+    Sanh et al. 2020, as CAP-soft uses it)."""
     terms = [torch.sigmoid(layer.scores).sum() / layer.scores.numel() for _, layer in masked_layers(model)
              if layer.scorer == "movement"]
     if not terms:

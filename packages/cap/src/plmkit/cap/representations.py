@@ -1,4 +1,4 @@
-"""The representation h(x) CAP contrasts (spec cap.md 2.1 "Representation"), read from the model's own forward.
+"""The representation h(x) CAP contrasts (Xu et al. 2022, Sec. 3), read from the model's own forward.
 
 ``cls``: what the classification head receives, i.e. BERT's pooler output after the head's dropout (in train
 mode that is the dropout-applied anchor of the reference; in eval mode the bank entry), or the first token's
@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+
+from plmkit.core.losses import pool
 
 __all__ = ["RepresentationTap"]
 
@@ -47,13 +49,7 @@ class RepresentationTap:
         self.latest = features[:, 0] if features.dim() == 3 else features
 
     def _from_last_hidden(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        hidden = output[0]
-        mask = kwargs.get("attention_mask")
-        if mask is None:
-            self.latest = hidden.mean(dim=1)
-            return
-        mask = mask.unsqueeze(-1).to(hidden.dtype)
-        self.latest = (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+        self.latest = pool(output[0], kwargs.get("attention_mask"), "mean")
 
     def pop(self) -> torch.Tensor:
         """The l2-normalised representation [B, H] of the last forward."""

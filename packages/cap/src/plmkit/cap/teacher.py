@@ -21,7 +21,7 @@ def _is_generic(label2id: dict[str, int]) -> bool:
 
 def check_labels(teacher: nn.Module, student: nn.Module) -> None:
     """Refuse a teacher whose label set or order differs from the student's (a wrong order silently ruins FiC
-    and KD, spec cap.md 2.6 q8)."""
+    and KD)."""
     t, s = teacher.config, student.config
     if t.num_labels != s.num_labels:
         raise MethodError(f"the teacher has {t.num_labels} labels, the student {s.num_labels}")

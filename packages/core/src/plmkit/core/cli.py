@@ -7,6 +7,7 @@
     plmkit eval RUN_DIR [--split test] [data flags]
     plmkit export RUN_DIR --output_dir DIR [--method.KEY VALUE]
     plmkit tasks                         installed tasks and their options
+    plmkit tokenizer train --input FILE --vocab_size N --output_dir DIR   train a SentencePiece tokenizer
     plmkit PACKAGE COMMAND ...           commands installed packages add (entry-point group plmkit.commands)
 """
 
@@ -111,7 +112,13 @@ def _cmd_export(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"methods": _cmd_methods, "tasks": _cmd_tasks, "data": _cmd_data, "train": _cmd_train,
+def _cmd_tokenizer(argv: list[str]) -> int:
+    from plmkit.core.tokenizers import tokenizer_command
+
+    return tokenizer_command(argv)
+
+
+COMMANDS = {"tokenizer": _cmd_tokenizer, "methods": _cmd_methods, "tasks": _cmd_tasks, "data": _cmd_data, "train": _cmd_train,
             "eval": _cmd_eval, "export": _cmd_export}
 PACKAGE_COMMANDS = Registry("plmkit.commands", "command", PlmkitError)
 

@@ -56,6 +56,23 @@ class ModelArguments:
         default=None,
         metadata={"help": "model config changes as key=value pairs, e.g. 'hidden_dropout_prob=0,attention_probs_dropout_prob=0'"},
     )
+    model_config: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "build a random model (pre-training from scratch): config options for the model type, alias "
+                          "or folder in model_name_or_path, e.g. '{hidden_size: 256, num_hidden_layers: 4}'; '{}' for "
+                          "the defaults"},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "tokenizer folder (plmkit tokenizer train) or alias instead of the model's; needed with "
+                          "model_config for a model type"},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model_config, str):  # a flag: YAML flow mapping
+            self.model_config = yaml.safe_load(self.model_config)
+        if self.model_config is not None and not isinstance(self.model_config, dict):
+            raise ConfigError(f"model_config must be a mapping of config options, got {self.model_config!r}")
 
     def overrides(self) -> dict[str, Any]:
         """`config_overrides` parsed into typed values (YAML scalars: 0 -> int, 0.1 -> float, true -> bool)."""

@@ -309,7 +309,7 @@ def load_files(
         missing = [c for c in (*text_columns, label_column) if c not in ds.column_names]
         if missing:
             raise DataError(f"{split} file {path} has no column(s) {missing}; its columns are {ds.column_names}")
-        raw[split] = ds.select_columns([*text_columns, label_column])
+        raw[split] = ds  # other columns (e.g. `language`) stay for methods that ask for them; encode drops the rest
 
     train_labels = raw["train"][label_column]
     if problem_type == "auto":
@@ -318,7 +318,8 @@ def load_files(
     if problem_type == "regression":
         splits = DatasetDict({k: v.cast_column(label_column, Value("float32")) for k, v in raw.items()})
         if label_column != "label":
-            splits = splits.rename_column(label_column, "label")
+            splits = DatasetDict({k: v.remove_columns([c for c in ("label",) if c in v.column_names])
+                                  for k, v in splits.items()}).rename_column(label_column, "label")
         return TaskData("files", splits, text_columns, "label", (), ("pearson", "spearman"), "regression")
 
     names = sorted({str(v) for v in train_labels}, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
@@ -331,7 +332,7 @@ def load_files(
                 f"{split} split has label(s) {unknown[:10]} that are not in the training label set {names[:20]}"
             )
         values = [index[str(v)] for v in ds[label_column]]
-        ds = ds.remove_columns(label_column).add_column("label", values)
+        ds = ds.remove_columns(sorted({label_column, "label"} & set(ds.column_names))).add_column("label", values)
         splits[split] = ds.cast_column("label", ClassLabel(names=names))
     metrics = ("accuracy",) if len(names) > 2 else ("accuracy", "f1")
     return TaskData("files", DatasetDict(splits), text_columns, "label", tuple(names), metrics)

@@ -94,6 +94,7 @@ def train(cfg: ExperimentConfig) -> dict[str, float]:
     )
     model, processor = load_model(
         cfg.model.model_name_or_path, kind=task.model_kind, seed=cfg.training.seed, check_config=task.check_config,
+        model_config=cfg.model.model_config, tokenizer_name_or_path=cfg.model.tokenizer_name_or_path,
         **{**task.model_options(), **cfg.model.overrides()},
     )
     task.check_model(model)
@@ -176,7 +177,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_overrides: list[
     encoded = method.prepare_data(task.encode(splits, processor, cfg.model.max_length, method.batch_columns),
                                   MethodContext(cfg.training, task, processor))
     cfg.training.report_to = []
-    trainer = _trainer(cfg, model, processor, method=None, task=task)  # type: ignore[arg-type]
+    trainer = _trainer(cfg, model, processor, method, task, model_prepared=True)
     for printer in (PrinterCallback, ProgressCallback):  # stdout carries only the metrics
         trainer.remove_callback(printer)
     prefix = "eval" if split == "validation" else split

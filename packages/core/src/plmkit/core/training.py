@@ -11,7 +11,8 @@ A method is a config dataclass plus an object with optional hooks. Every hook ge
 | `prepare_model(model, ctx)`            | once, before the Trainer wraps the model (swap layers, add gates)    |
 | `parameter_groups(model)`              | when the optimizer is built (which tensors train, with which lr)     |
 | `train_sampler(dataset, args)`         | the order of training examples (e.g. class-balanced batches)         |
-| `prepare_batch(batch, ctx)`            | every training step, on the device, before the forward (views, masks)|
+| `prepare_batch(batch, ctx)`            | every batch (training and evaluation: check `model.training`), on the |
+|                                        | device, before the forward (views, masking, per-example mask rows)   |
 | `loss_terms(model, batch, outputs, ctx)` | every training forward: named terms added to the task loss, each   |
 |                                        | logged as `loss/<name>`; the task loss is weighted by `task_loss_weight` |
 | `before_optimizer_step(model, ctx)`    | after gradient clipping, before `optimizer.step()` (edit gradients)  |
@@ -32,7 +33,6 @@ Methods are found through the entry-point group `plmkit.methods`, so installing 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -211,23 +211,31 @@ class MethodContext:
             return
         start = scheduler.last_epoch
         steps = steps or max(1, (self.state.max_steps if self.state else start + 1) - start)
-        fresh = get_scheduler(self.args.lr_scheduler_type, optimizer=torch.optim.SGD([torch.zeros(1)], lr=1.0),
-                              num_warmup_steps=self.args.get_warmup_steps(steps), num_training_steps=steps)
+        kind = str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type))
         for i, group in enumerate(optimizer.param_groups):
             if group.get("lr_schedule", "shared") == "constant":
                 continue
-            scheduler.lr_lambdas[i] = _Shifted(fresh.lr_lambdas[0], start)
+            scheduler.lr_lambdas[i] = _Shifted(kind, self.args.get_warmup_steps(steps), steps, start)
             group["lr"] = scheduler.base_lrs[i] * scheduler.lr_lambdas[i](start)
 
 
-class _Shifted:
-    """lr factor of a schedule that (re)started at step `start`."""
+_FACTORS: dict[tuple[str, int, int], Any] = {}
 
-    def __init__(self, factor: Any, start: int) -> None:
-        self.factor, self.start = factor, start
+
+class _Shifted:
+    """lr factor of a schedule of `steps` steps (`kind`, `warmup` steps) that (re)started at step `start`. Holds only
+    numbers, so it saves in the scheduler's state and `Trainer` rebuilds it when a run resumes."""
+
+    def __init__(self, kind: str, warmup: int, steps: int, start: int) -> None:
+        self.kind, self.warmup, self.steps, self.start = kind, warmup, steps, start
 
     def __call__(self, step: int) -> float:
-        return self.factor(step - self.start)
+        key = (self.kind, self.warmup, self.steps)
+        if key not in _FACTORS:
+            fresh = get_scheduler(self.kind, optimizer=torch.optim.SGD([torch.zeros(1)], lr=1.0),
+                                  num_warmup_steps=self.warmup, num_training_steps=self.steps)
+            _FACTORS[key] = fresh.lr_lambdas[0]
+        return _FACTORS[key](step - self.start)
 
 
 class Method:
@@ -246,7 +254,7 @@ class Method:
     def prepare_data(self, data: Any, ctx: MethodContext) -> Any:
         return data
 
-    def prepare_model(self, model: nn.Module, ctx: MethodContext | None = None) -> nn.Module:
+    def prepare_model(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         return model
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
@@ -274,7 +282,7 @@ class Method:
                    ctx: MethodContext) -> dict[str, torch.Tensor]:
         return {}
 
-    def before_optimizer_step(self, model: nn.Module, ctx: MethodContext | None = None) -> None:
+    def before_optimizer_step(self, model: nn.Module, ctx: MethodContext) -> None:
         pass
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -317,13 +325,6 @@ class Method:
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
-    # -- transitional: hooks of the first contract, still called until every method is ported -------------------
-    def callbacks(self) -> list[TrainerCallback]:
-        return []
-
-    def extra_loss(self, model: nn.Module, inputs: dict[str, Any], outputs: Any) -> torch.Tensor | None:
-        return None
-
 
 @dataclass
 class FinetuneConfig(MethodConfig):
@@ -364,15 +365,9 @@ def build_method(name: str, options: dict[str, Any] | None = None) -> Method:
     return cls(cls.config_class(**options))
 
 
-def _takes_context(hook: Any) -> bool:
-    return len(inspect.signature(hook).parameters) >= 2
-
-
 def prepare_model(method: Method, model: nn.Module, ctx: MethodContext) -> nn.Module:
-    """`method.prepare_model(model, ctx)` (or `(model)` for a method written for the first contract)."""
-    if _takes_context(method.prepare_model):
-        return method.prepare_model(model, ctx)
-    return method.prepare_model(model)
+    """`method.prepare_model(model, ctx)`, the one entry point the core uses."""
+    return method.prepare_model(model, ctx)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -411,11 +406,7 @@ class _MethodHooks(TrainerCallback):
         ctx = self._ctx(state, kwargs)
         if not args.fp16:  # fp16's loss scaler skips steps with inf gradients by design
             _check_finite_gradients(self.trainer.model, state.global_step + 1)
-        method = self.trainer.method
-        if _takes_context(method.before_optimizer_step):
-            method.before_optimizer_step(model, ctx)
-        else:
-            method.before_optimizer_step(model)
+        self.trainer.method.before_optimizer_step(model, ctx)
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
         self.trainer.method.on_step_end(self._ctx(state, kwargs))
@@ -469,10 +460,11 @@ class Trainer(transformers.Trainer):
 
     `task` (optional) supplies the forward (e.g. masked-LM loss on masked positions only); the method's
     `batch_columns` and `example_id` are kept in every batch for the hooks and removed before the model's forward.
+    `model_prepared=True` skips the method's `prepare_model` (a reloaded run's model already has its layers).
     """
 
     def __init__(self, model: nn.Module, args: transformers.TrainingArguments, method: Method | None = None,
-                 task: Any = None, **kwargs: Any):
+                 task: Any = None, model_prepared: bool = False, **kwargs: Any):
         self.method = method if method is not None else FinetuneMethod()
         self.task = task
         self.method_context = MethodContext(args, task, kwargs.get("processing_class"))
@@ -480,9 +472,9 @@ class Trainer(transformers.Trainer):
         self._in_task_evaluate = False
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_count = 0
-        model = prepare_model(self.method, model, self.method_context)
-        callbacks = list(kwargs.pop("callbacks", None) or []) + self.method.callbacks()
-        super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+        if not model_prepared:  # a reloaded run's model has the method's layers already
+            model = prepare_model(self.method, model, self.method_context)
+        super().__init__(model=model, args=args, **kwargs)
         self.method_context.trainer = self
         self.add_callback(_MethodHooks(self))
         if not hasattr(self.accelerator.unwrap_model(self.model), "accepts_loss_kwargs"):
@@ -501,6 +493,16 @@ class Trainer(transformers.Trainer):
         if isinstance(resume_from_checkpoint, str):
             self.resumed_from = resume_from_checkpoint
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = Path(checkpoint or "") / "scheduler.pt"
+        if checkpoint is None or not path.is_file() or not isinstance(self.lr_scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        saved = torch.load(path, weights_only=True).get("lr_lambdas", [])
+        for i, state in enumerate(saved):  # schedules restarted by `ctx.restart_optimizer` before the checkpoint
+            if isinstance(state, dict) and {"kind", "warmup", "steps", "start"} <= set(state):
+                self.lr_scheduler.lr_lambdas[i] = _Shifted(**{k: state[k] for k in ("kind", "warmup", "steps", "start")})
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         groups = self.method.parameter_groups(self.model)
@@ -559,11 +561,16 @@ class Trainer(transformers.Trainer):
         # Keep the hooks' columns through `remove_unused_columns`; compute_loss takes them out again.
         self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self.hook_columns]))
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):  # noqa: ANN001, ANN201
+        has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
+        if not has_labels:  # transformers calls model(**inputs) directly here: hook columns must not reach it
+            batch = self.method.prepare_batch(dict(self._prepare_inputs(inputs)), self.method_context)
+            inputs = {k: v for k, v in batch.items() if k not in self.hook_columns}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         ctx = self.method_context
-        batch = dict(inputs)
-        if model.training:
-            batch = self.method.prepare_batch(batch, ctx)
+        batch = self.method.prepare_batch(dict(inputs), ctx)
         model_inputs = {k: v for k, v in batch.items() if k not in self.hook_columns}
         if self.task is not None and _overrides(self.task, "compute_loss"):
             loss, outputs = self.task.compute_loss(model, model_inputs)
@@ -574,9 +581,6 @@ class Trainer(transformers.Trainer):
         if not model.training:
             return (loss, outputs) if return_outputs else loss
         terms = dict(self.method.loss_terms(model, batch, outputs, ctx))
-        extra = self.method.extra_loss(model, batch, outputs)
-        if extra is not None:
-            terms["extra"] = extra
         total = self.method.task_loss_weight * loss
         for term in terms.values():
             total = total + term

@@ -119,8 +119,8 @@ class CPTuningMethod(_PromptMethod):
     def _refresh_anchors(self, ctx: MethodContext) -> None:
         """Anchors = the features of every training example under the current weights (module docstring)."""
         model = ctx.model
-        if not isinstance(model, PromptModel) or model.config.objective != "contrastive":
-            return
+        if not isinstance(model, PromptModel) or model.config.objective != "contrastive" or ctx.train_dataset is None:
+            return  # (no training data: a reloaded run evaluates with the anchors it saved)
         if self._anchors_step == ctx.global_step and model.config.num_anchors:
             return  # the weights have not changed since (e.g. the evaluations right after training)
         features, labels, ids = (ctx.all_gather(t.contiguous()) for t in encode_anchors(model, ctx.batches()))

@@ -1,5 +1,5 @@
-"""Options of the two methods. Every choice the paper leaves open (spec structured_pruning.md, "Open questions")
-is an option here; the README's "Deviations and decisions" says which default was taken and why."""
+"""Options of the two methods. Every choice the paper (Li et al., ACL 2022) leaves open is an option here; the
+README's "Deviations and decisions" says which default was taken and why."""
 
 from __future__ import annotations
 
@@ -19,11 +19,6 @@ def _check_fraction(name: str, value: float, upper_open: bool = True) -> None:
         raise MethodError(f"{name} must be in [0, {'1)' if upper_open else '1]'}, got {value}")
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise MethodError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
 @dataclass
 class StructuredPruningConfig(MethodConfig):
     """Prune attention heads and FFN neurons (first-order, movement or L0), with one mask or one per language."""
@@ -34,7 +29,7 @@ class StructuredPruningConfig(MethodConfig):
     algorithm: str = field(
         default="first_order",
         metadata={"help": "first_order (Michel et al. gradient importance), movement (learned unit scores, STE), "
-                          "or l0 (hard-concrete gates with a Lagrangian sparsity target)"},
+                          "or l0 (hard-concrete gates with a Lagrangian sparsity target)", "choices": ALGORITHMS},
     )
     iterations: int = field(
         default=1,
@@ -42,7 +37,8 @@ class StructuredPruningConfig(MethodConfig):
                           "cumulative sparsities s/n, 2s/n, ..., s with retraining in between"},
     )
     ranking: str = field(
-        default="layer", metadata={"help": "layer: prune the same fraction in every layer; global: one ranking"}
+        default="layer",
+        metadata={"help": "layer: prune the same fraction in every layer; global: one ranking", "choices": SCOPES},
     )
     min_heads_per_layer: int = field(
         default=1, metadata={"help": "most important heads every layer keeps (matters for global ranking)"}
@@ -65,10 +61,12 @@ class StructuredPruningConfig(MethodConfig):
     setting: str = field(
         default="shared",
         metadata={"help": "shared: one mask for all languages; per_language: one mask per language over shared "
-                          "weights, chosen per example by a `language` id in each batch"},
+                          "weights, chosen per example by the data's `language` column", "choices": SETTINGS},
     )
     languages: list[str] = field(
-        default_factory=list, metadata={"help": "per_language: the language codes, in id order (e.g. en de fr)"}
+        default_factory=list,
+        metadata={"help": "per_language: the language codes of the `language` column, in mask-row order (e.g. "
+                          "en,de,fr); integer values in the column are row indices"},
     )
     export_language: str | None = field(
         default=None, metadata={"help": "per_language: which language's mask `export` compacts the model with"}
@@ -76,9 +74,6 @@ class StructuredPruningConfig(MethodConfig):
 
     def validate(self) -> None:
         _check_fraction("sparsity", self.sparsity)
-        _check_choice("algorithm", self.algorithm, ALGORITHMS)
-        _check_choice("ranking", self.ranking, SCOPES)
-        _check_choice("setting", self.setting, SETTINGS)
         if self.iterations < 1:
             raise MethodError(f"iterations must be >= 1, got {self.iterations}")
         if self.iterations > 1 and self.algorithm != "first_order":
@@ -124,7 +119,8 @@ class DynamicSparsificationConfig(MethodConfig):
         default=3, metadata={"help": "sparsities per step, always including min_sparsity and max_sparsity (>= 2)"}
     )
     ranking: str = field(
-        default="layer", metadata={"help": "layer: same fraction per layer; global: one ranking over layers"}
+        default="layer",
+        metadata={"help": "layer: same fraction per layer; global: one ranking over layers", "choices": SCOPES},
     )
     min_heads_per_layer: int = field(default=1, metadata={"help": "most important heads every layer keeps"})
     ordering_warmup: float = field(
@@ -151,7 +147,6 @@ class DynamicSparsificationConfig(MethodConfig):
             )
         if self.num_sampled < 2:
             raise MethodError(f"num_sampled must be >= 2 (the smallest and the largest), got {self.num_sampled}")
-        _check_choice("ranking", self.ranking, SCOPES)
         if self.min_heads_per_layer < 0:
             raise MethodError(f"min_heads_per_layer must be >= 0, got {self.min_heads_per_layer}")
         if self.importance_batches < 1:

@@ -1,61 +1,66 @@
 """First-order unit importance of the current sub-network, per mask row (one per language in the per-language
-setting), measured with the core's ``first_order_importance`` through a temporary set of core gates."""
+setting), measured on a seeded random sample of the training set through the method context (each process its
+share, summed over processes)."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import Subset
 
-from plmkit.core.sparsity import add_structural_gates, first_order_importance
-from plmkit.structured_pruning.gating import UnitGates
+from plmkit.core.sparsity import UnitGates
+from plmkit.core.training import MethodContext
 
-__all__ = ["importance_batches", "unit_importance"]
+__all__ = ["LANGUAGE", "importance_batches", "model_inputs", "unit_importance"]
 
-
-def importance_batches(train_dataloader: DataLoader, count: int, batch_size: int, seed: int) -> list[dict[str, Any]]:
-    """``count`` shuffled batches of the training set, drawn from a loader of its own (the Trainer's running
-    iterator is left alone)."""
-    loader = DataLoader(
-        train_dataloader.dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        collate_fn=train_dataloader.collate_fn,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return list(itertools.islice(loader, count))
+LANGUAGE = "language"
+EXAMPLE_ID = "example_id"
 
 
-def _language_loss(language: int, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-    """Mean cross-entropy over the batch's examples of one language (zero, still on the graph, if it has none)."""
-    logits = model(**batch).logits.float()
-    chosen = torch.as_tensor(batch["language"], device=logits.device) == language
-    if not chosen.any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[chosen], batch["labels"][chosen])
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch without the columns that are for the method only (example ids, languages)."""
+    return {k: v for k, v in batch.items() if k not in (EXAMPLE_ID, LANGUAGE)}
+
+
+def importance_batches(ctx: MethodContext, count: int, seed: int) -> Iterator[dict[str, Any]]:
+    """``count`` training batches' worth of examples drawn at random (seeded) from the training set, collated as
+    for training; under DDP each process gets its share."""
+    data = ctx.train_dataset
+    size = ctx.args.per_device_train_batch_size
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: count * size].tolist()
+    return ctx.batches(Subset(data, order), batch_size=size)
+
+
+def _per_language_loss(gates: UnitGates, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """Sum over languages of the mean cross-entropy of that language's examples, each under its own mask row: the
+    gradient for row g is the gradient of language g's loss."""
+    language = batch[LANGUAGE].long()
+    gates.use_rows(language)
+    logits = model(**model_inputs(batch)).logits.float()
+    total = logits.sum() * 0.0
+    for row in range(gates.num_masks):
+        chosen = language == row
+        if chosen.any():
+            total = total + F.cross_entropy(logits[chosen], batch["labels"][chosen])
+    return total
 
 
 def unit_importance(
-    model: nn.Module, unit_gates: UnitGates, batches: list[dict[str, Any]]
+    ctx: MethodContext, gates: UnitGates, batches: Iterator[dict[str, Any]], per_language: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer-normalised |dL/dgate| summed over ``batches``: heads [G, L, H], neurons [G, L, F].
+    """Layer-normalised |dL/dgate| of the live units summed over ``batches``: heads [G, L, H], neurons [G, L, F].
+    Units the current mask has removed get -inf, so cumulative pruning never brings them back."""
 
-    Row g uses the loss of language g's examples under language g's mask (one row, all examples, when
-    shared). Units the current mask has removed get -inf, so cumulative pruning never brings them back.
-    """
-    probe = add_structural_gates(model)
-    try:
-        rows = []
-        for language in range(unit_gates.num_masks):
-            loss_fn = None if unit_gates.num_masks == 1 else (lambda m, b, g=language: _language_loss(g, m, b))
-            rows.append(first_order_importance(model, probe, batches, loss_fn=loss_fn, normalize="layer"))
-    finally:
-        probe.remove()
-    heads = torch.stack([h for h, _ in rows]).masked_fill(unit_gates.head_mask == 0, float("-inf"))
-    neurons = torch.stack([n for _, n in rows]).masked_fill(unit_gates.neuron_mask == 0, float("-inf"))
-    return heads, neurons
+    def loss_fn(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        if per_language:
+            return _per_language_loss(gates, model, batch)
+        return model(**model_inputs(batch)).loss
+
+    heads, neurons = gates.importance(ctx.model, batches, loss_fn, normalize="layer", live_only=True,
+                                      all_reduce=ctx.all_reduce)
+    return (heads.masked_fill(gates.head_mask == 0, float("-inf")),
+            neurons.masked_fill(gates.neuron_mask == 0, float("-inf")))

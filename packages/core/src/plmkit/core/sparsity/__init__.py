@@ -6,6 +6,8 @@
 - ``schedule``: the cubic sparsity schedule and `SparsitySchedule`, which methods apply after every optimizer step.
 - ``gates`` / ``importance`` / ``compaction``: head and FFN-neuron gates, first-order importance, keep-masks,
   and physical removal of gated-off units.
+- ``units``: ``UnitGates``, head/neuron keep-masks (with optional learned scores, L0 gates or a fixed ordering)
+  held inside the model, synced into the gates before every forward, with first-order importance and compaction.
 - ``export``: fold masks into plain dense weights; ``report``: sparsity, parameter and FLOP counts.
 """
 
@@ -36,21 +38,21 @@ from plmkit.core.sparsity.masks import (
 from plmkit.core.sparsity.report import format_report, sparsity_report
 from plmkit.core.sparsity.schedule import (
     SparsitySchedule,
-    SparsityScheduleCallback,
     cubic_sparsity,
     cubic_sparsity_steps,
     masked_sparsity,
 )
+from plmkit.core.sparsity.units import UnitGates, hard_concrete, keep_masks, l0_open_probability
 
 __all__ = [
     "DEFAULT_TARGETS",
     "BlockParts",
     "MaskedLinear",
     "SparsitySchedule",
-    "SparsityScheduleCallback",
     "StructuralGates",
     "ThresholdBinarizer",
     "TopKBinarizer",
+    "UnitGates",
     "add_structural_gates",
     "compact_model",
     "cubic_sparsity",
@@ -60,8 +62,11 @@ __all__ = [
     "first_order_importance",
     "format_report",
     "global_topk_counts",
+    "hard_concrete",
     "initial_scores",
     "is_linear",
+    "keep_masks",
+    "l0_open_probability",
     "load_compacted",
     "mask_linears",
     "masked_layers",

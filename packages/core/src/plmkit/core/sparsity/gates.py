@@ -1,4 +1,4 @@
-"""Head and FFN-neuron gates for BERT/RoBERTa/XLM-R and GPT-2, applied with forward pre-hooks.
+"""Head and FFN-neuron gates for BERT/RoBERTa/XLM-R, GPT-2, Llama, BART and timm ViT, applied with forward pre-hooks.
 
 A head gate xi[l, h] scales head h's context vector right before the attention output projection, and a neuron
 gate nu[l, j] scales FFN activation j right before the FFN output projection (Michel et al. 2019; CAP-f, Xu et al.
@@ -6,6 +6,22 @@ gate nu[l, j] scales FFN activation j right before the FFN output projection (Mi
 unlike HF's ``head_mask``, which SDPA and flash attention ignore. With all gates at 1 the model is unchanged; gradients
 with respect to the gates give first-order importance (``importance.py``); binary gates emulate pruning, and
 ``compaction.py`` turns them into a physically smaller model.
+
+Blocks found by ``transformer_blocks`` (duck-typed, so architectures with the same module layout work too):
+
+- BERT/RoBERTa/XLM-R layers: ``attention.self.{query,key,value}``, ``attention.output.dense``,
+  ``intermediate.dense`` -> ``output.dense``;
+- GPT-2 blocks: fused ``attn.c_attn`` (Conv1D), ``attn.c_proj``, ``mlp.c_fc`` -> ``mlp.c_proj``;
+- Llama decoder layers (and Mistral, Qwen2, ... with the same layout): ``self_attn.{q,k,v}_proj``,
+  ``self_attn.o_proj``, the gated FFN ``mlp.up_proj`` (``ffn_in``) and ``mlp.gate_proj`` (``ffn_gate``) ->
+  ``mlp.down_proj``. A head gate scales query head h's context; with grouped-query attention the key/value heads
+  are shared and stay ungated (``num_kv_heads``);
+- BART encoder and decoder layers (and mBART, Marian, OPT, ...): ``self_attn.{q,k,v}_proj``, ``self_attn.out_proj``,
+  ``fc1`` -> ``fc2``. One block per layer, encoder layers first: in a decoder layer the gates act on the (causal)
+  self-attention and the FFN; the cross-attention ``encoder_attn`` is not gated. The gate tensors need the same head
+  count and FFN width in every block, so encoder and decoder must match in both;
+- timm ViT blocks (``timm.models.vision_transformer.Block``): fused ``attn.qkv`` (nn.Linear, output [q | k | v]),
+  ``attn.proj``, ``mlp.fc1`` -> ``mlp.fc2`` (GLU MLPs, whose fc1 is twice fc2's input, are not found).
 """
 
 from __future__ import annotations
@@ -42,6 +58,8 @@ class BlockParts:
     attn_out: Any
     ffn_in: Any
     ffn_out: Any
+    #: a gated FFN's second input projection (Llama's gate_proj: down(act(gate(x)) * up(x))), same width as ffn_in
+    ffn_gate: Any = None
 
     @property
     def fused_qkv(self) -> bool:
@@ -49,11 +67,26 @@ class BlockParts:
 
     @property
     def head_dim(self) -> int:
-        return self.attention.head_dim if self.fused_qkv else self.attention.attention_head_size
+        if self.fused_qkv:
+            return self.attention.head_dim
+        if hasattr(self.attention, "attention_head_size"):  # BERT
+            return self.attention.attention_head_size
+        return self.attention.head_dim  # Llama, BART
 
     @property
     def num_heads(self) -> int:
-        return self.attention.num_heads if self.fused_qkv else self.attention.num_attention_heads
+        if self.fused_qkv:
+            return self.attention.num_heads
+        if hasattr(self.attention, "num_attention_heads"):  # BERT
+            return self.attention.num_attention_heads
+        if hasattr(self.attention, "num_heads"):  # BART
+            return self.attention.num_heads
+        return out_features(self.qkv[0]) // self.head_dim  # Llama: the query projection's width
+
+    @property
+    def num_kv_heads(self) -> int:
+        """Key/value heads: fewer than ``num_heads`` under grouped-query attention (Llama), else the same."""
+        return self.num_heads if self.fused_qkv else out_features(self.qkv[2]) // self.head_dim
 
     @property
     def intermediate_size(self) -> int:
@@ -64,13 +97,49 @@ class BlockParts:
         if self.fused_qkv:
             self.attention.num_heads = n
             self.attention.split_size = n * self.head_dim
-        else:
+            if hasattr(self.attention, "attn_dim"):  # timm
+                self.attention.attn_dim = n * self.head_dim
+        elif hasattr(self.attention, "num_attention_heads"):  # BERT
             self.attention.num_attention_heads = n
             self.attention.all_head_size = n * self.head_dim
+        elif hasattr(self.attention, "num_heads"):  # BART
+            self.attention.num_heads = n
+        # Llama reshapes with -1 heads: nothing to update
+
+
+def _has(module: Any, *names: str) -> bool:
+    return module is not None and all(hasattr(module, name) for name in names)
+
+
+def _llama_block(module: Any) -> BlockParts | None:
+    attn, mlp = getattr(module, "self_attn", None), getattr(module, "mlp", None)
+    if not (_has(attn, "q_proj", "k_proj", "v_proj", "o_proj", "head_dim") and _has(mlp, "gate_proj", "up_proj", "down_proj")):
+        return None
+    return BlockParts(attn, (attn.q_proj, attn.k_proj, attn.v_proj), attn.o_proj, mlp.up_proj, mlp.down_proj,
+                      ffn_gate=mlp.gate_proj)
+
+
+def _bart_block(module: Any) -> BlockParts | None:
+    attn = getattr(module, "self_attn", None)
+    if not (_has(attn, "q_proj", "k_proj", "v_proj", "out_proj", "num_heads", "head_dim") and _has(module, "fc1", "fc2")):
+        return None
+    return BlockParts(attn, (attn.q_proj, attn.k_proj, attn.v_proj), attn.out_proj, module.fc1, module.fc2)
+
+
+def _timm_vit_block(module: Any) -> BlockParts | None:
+    attn, mlp = getattr(module, "attn", None), getattr(module, "mlp", None)
+    if not (_has(attn, "qkv", "proj", "num_heads", "head_dim") and _has(mlp, "fc1", "fc2")):
+        return None
+    if not (isinstance(attn.qkv, nn.Linear) and isinstance(mlp.fc1, nn.Linear) and isinstance(mlp.fc2, nn.Linear)):
+        return None
+    if mlp.fc2.in_features != mlp.fc1.out_features:  # a GLU MLP: fc1 holds two halves
+        return None
+    return BlockParts(attn, (attn.qkv,), attn.proj, mlp.fc1, mlp.fc2)
 
 
 def transformer_blocks(model: nn.Module) -> list[BlockParts]:
-    """Find the self-attention blocks of a BERT-family encoder or a GPT-2 decoder, in order (duck-typed)."""
+    """Find the self-attention blocks of BERT-family encoders, GPT-2, Llama, BART (encoder, then decoder) and timm ViT
+    models, in order (duck-typed; see the module docstring)."""
     blocks = []
     module: Any
     for module in model.modules():
@@ -92,6 +161,10 @@ def transformer_blocks(model: nn.Module) -> list[BlockParts]:
                     module.attn, (module.attn.c_attn,), module.attn.c_proj, module.mlp.c_fc, module.mlp.c_proj
                 )
             )
+        else:
+            parts = _llama_block(module) or _bart_block(module) or _timm_vit_block(module)
+            if parts is not None:
+                blocks.append(parts)
     return blocks
 
 
@@ -108,7 +181,7 @@ class StructuralGates(nn.Module):
     def __init__(self, blocks: list[BlockParts], device: torch.device | None = None) -> None:
         super().__init__()
         if not blocks:
-            raise ValueError("no BERT/RoBERTa/XLM-R or GPT-2 blocks found to gate")
+            raise ValueError("no BERT/RoBERTa/XLM-R, GPT-2, Llama, BART or timm ViT blocks found to gate")
         heads = {b.num_heads for b in blocks}
         neurons = {b.intermediate_size for b in blocks}
         if len(heads) != 1 or len(neurons) != 1:
@@ -125,7 +198,7 @@ class StructuralGates(nn.Module):
     def _gate_heads(
         self, layer: int, module: nn.Module, args: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, ...]:
-        # The context is [..., heads * head_dim] with each head's dims contiguous (both BERT and GPT-2).
+        # The context is [..., heads * head_dim] with each head's dims contiguous (in every supported architecture).
         x, *rest = args
         gate = self.head_gates[layer].to(x.device, x.dtype).unsqueeze(-1)
         return ((x.unflatten(-1, (gate.shape[-2], -1)) * gate).flatten(-2), *rest)

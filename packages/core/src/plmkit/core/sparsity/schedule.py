@@ -6,15 +6,14 @@ and `SparsitySchedule`, which methods apply after every optimizer step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from plmkit.core.sparsity.layers import Ranking, masked_layers, set_sparsity, set_threshold
 
-__all__ = ["cubic_sparsity", "cubic_sparsity_steps", "masked_sparsity", "SparsitySchedule", "SparsityScheduleCallback"]
+__all__ = ["cubic_sparsity", "cubic_sparsity_steps", "masked_sparsity", "SparsitySchedule"]
 
 
 def cubic_sparsity_steps(
@@ -90,31 +89,6 @@ class SparsitySchedule:
         else:
             set_threshold(model, self.current)
         return self.current
-
-
-class SparsityScheduleCallback(TrainerCallback):
-    """Transitional: a `SparsitySchedule` driven as a TrainerCallback, for methods not yet on the hook contract."""
-
-    def __init__(self, schedule: Callable[[int, int], float], ranking: Ranking = "layer",
-                 quantity: Literal["sparsity", "threshold"] = "sparsity") -> None:
-        self.driver = SparsitySchedule(schedule, ranking, quantity)
-
-    @property
-    def current(self) -> float | None:
-        return self.driver.current
-
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
-        self.driver.apply(kwargs["model"], state.global_step, state.max_steps)
-
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
-        self.driver.apply(kwargs["model"], state.global_step, state.max_steps)
-
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict | None = None, **kwargs: Any) -> None:
-        if logs is not None and "train_runtime" in logs and kwargs.get("model") is not None:
-            logs["train_masked_sparsity"] = masked_sparsity(kwargs["model"])
 
 
 @torch.no_grad()
