@@ -209,15 +209,17 @@ class _RankContext(MethodContext):
 
 @pytest.mark.parametrize("per_example", [False, True])
 def test_fisher_pass_over_two_shards_gives_the_single_process_mask(tmp_path, per_example):
-    """Two processes, each over its half of the batches, sum their scores and keep the single-process mask."""
+    """Two processes with half the per-device batch (the same global batch), each over its half of the batches, sum
+    their scores and keep the single-process mask."""
     task = TaskData("toy", tiny_dataset(44, 8), ("text",), label_names=("a", "b"))  # 6 batches, the last one short
     init, tok = tiny_model("bert")
 
     def context(group=None, rank=0):
         model, _ = tiny_model("bert")
         model.load_state_dict(init.state_dict())
-        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[], use_cpu=True,
-                                 seed=7)
+        batch = 8 if group is None else 4
+        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=batch, report_to=[],
+                                 use_cpu=True, seed=7)
         trainer = Trainer(model, args, method=ChildTuningMethod(), train_dataset=encode(task, tok, 32)["train"],
                           data_collator=DataCollatorWithPadding(tok))
         return _RankContext(trainer, group, rank)

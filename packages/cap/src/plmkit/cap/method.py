@@ -40,6 +40,7 @@ from plmkit.cap.teacher import finetune_teacher, load_teacher
 from plmkit.core.losses import distillation_loss
 from plmkit.core.pruning import movement_parameter_groups
 from plmkit.core.sparsity import masked_sparsity
+from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodContext, MethodError
 
 __all__ = ["CAPMethod"]
@@ -57,6 +58,13 @@ def _encoder_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 
 class CAPMethod(Method):
     """Contrastive Pruning (Xu, Luo et al., AAAI 2022) with the CAP-m, CAP-soft or CAP-f engine."""
+
+    contract = [
+        ContractCase("cap", {"teacher_epochs": 1}, extra_passes=True),
+        ContractCase("cap", {"engine": "cap-soft", "teacher_epochs": 1}),
+        ContractCase("cap", {"engine": "cap-f", "sparsity": 0.5, "teacher_epochs": 1}, exports="compacted",
+                     extra_passes=True),
+    ]
 
     name = "cap"
     config_class = CAPConfig
@@ -286,13 +294,13 @@ class CAPMethod(Method):
         """Importance (full loss), snapshot of the model before the new masks, then the masks."""
         assert isinstance(self.engine, StructuredEngine)
         c = self.config
-        size = ctx.args.per_device_train_batch_size
+        size = ctx.global_train_batch_size  # importance sums batch-level |gradients|: whole batches per process
         data = ctx.train_dataset
         if c.importance_batches:
             data = Subset(data, range(min(len(data), c.importance_batches * size)))
         # The reference attaches the banks to the model only after the first importance pass: task loss and KD only.
         heads, neurons = self.engine.importance(
-            ctx.model, ctx.batches(data, batch_size=size),
+            ctx.model, ctx.batches(data, batch_size=size, shard="batches"),
             lambda m, batch: self.full_loss(m, batch, with_banks=iteration > 0), all_reduce=ctx.all_reduce,
         )
         keep = self.engine.masks_at(heads, neurons, sparsity)

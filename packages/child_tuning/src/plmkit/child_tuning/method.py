@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch.utils.data import Subset
 from plmkit.child_tuning.config import ChildTuningConfig
 from plmkit.child_tuning.fisher import fisher_mask
 from plmkit.child_tuning.masks import FMaskSampler, apply_fixed_mask_, matching_parameters
+from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import EXAMPLE_ID, Method, MethodContext, MethodError
 
 __all__ = ["ChildTuningMethod", "fisher_batches"]
@@ -32,23 +34,24 @@ def fisher_batches(ctx: MethodContext, seed: int) -> tuple[Iterator[dict[str, An
 
     As the reference, the pass runs over the whole training set in shuffled batches of the training batch size
     (a permutation seeded with `seed`, the same on every process, drawn from its own generator so training's random
-    state is untouched). The batches are split between processes whole (batch j goes to process j mod world_size):
-    the reference's Fisher estimate squares batch-mean gradients, so a batch must not be split to add up to the
-    single-process result.
+    state is untouched), of the global training batch size. The batches are split between processes whole (batch j
+    goes to process j mod world_size): the reference's Fisher estimate squares batch-mean gradients, so a batch
+    must not be split to add up to the single-process result.
     """
     data = ctx.train_dataset
     if data is None or len(data) == 0:
         raise MethodError("child_tuning mode D needs training data for its Fisher pass")
-    size = ctx.args.per_device_train_batch_size
+    size = ctx.global_train_batch_size  # one process's batch = the single-process run's batch
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
-    batches = [order[i : i + size] for i in range(0, len(order), size)]
-    # Every batch but the last is full, so this process's examples, batched again by `size`, are its batches.
-    mine = [i for batch in batches[ctx.rank :: ctx.world_size] for i in batch]
-    return ctx.batches(Subset(data, mine), batch_size=size, shard=False), len(batches)
+    return ctx.batches(Subset(data, order), batch_size=size, shard="batches"), math.ceil(len(data) / size)
 
 
 class ChildTuningMethod(Method):
     """Child-Tuning (Xu, Luo et al., EMNLP 2021): update only a child network of the pre-trained model."""
+
+    contract = [
+        ContractCase("child_tuning", {"mode": "D"}, extra_passes=True), ContractCase("child_tuning", {"mode": "F"}),
+    ]
 
     name = "child_tuning"
     config_class = ChildTuningConfig

@@ -160,25 +160,39 @@ class MethodContext:
         return torch.autocast(self.device.type, enabled=False)
 
     # -- extra data passes --------------------------------------------------------------------------------------
-    def batches(self, dataset: Any = None, batch_size: int | None = None, shard: bool = True,
+    def batches(self, dataset: Any = None, batch_size: int | None = None, shard: bool | str = True,
                 limit: int | None = None) -> Iterator[dict[str, Any]]:
         """The training set (or `dataset`) in order, collated as for training and moved to the device, with its
-        `example_id` column. With `shard`, each process gets every world_size-th example, so a pass over the data
-        costs 1 / world_size per process; combine the results with `all_reduce` / `all_gather`. `limit` stops
-        after that many batches (per process)."""
+        `example_id` column, in batches of `batch_size` (default: the evaluation batch size). `limit` stops after
+        that many batches (over all processes).
+
+        `shard` says how processes share the pass (combine their results with `all_reduce` / `all_gather`):
+        True or "examples": each process takes every world_size-th example (for per-example results);
+        "batches": the data is cut into batches of `batch_size` and process r takes batches r, r + world_size, ...,
+        whole, so batch-level quantities (the gradient of a batch-mean loss, squared or made absolute) add up to
+        the single-process pass; give `batch_size` as the global batch (`global_train_batch_size`).
+        False: every process reads everything.
+        """
         assert self.trainer is not None, "batches() needs the Trainer"
         data = self.train_dataset if dataset is None else dataset
+        size = batch_size or self.args.per_device_eval_batch_size
         indices = list(range(len(data)))
-        if shard and self.world_size > 1:
+        if limit is not None:
+            indices = indices[: limit * size]
+        if shard == "batches":
+            indices = [i for start in range(self.rank * size, len(indices), self.world_size * size)
+                       for i in indices[start : start + size]]
+        elif shard and self.world_size > 1:
             indices = indices[self.rank :: self.world_size]
-        loader = DataLoader(
-            torch.utils.data.Subset(data, indices), batch_size=batch_size or self.args.per_device_eval_batch_size,
-            shuffle=False, collate_fn=self.trainer.data_collator,
-        )
-        for i, batch in enumerate(loader):
-            if limit is not None and i >= limit:
-                return
+        loader = DataLoader(torch.utils.data.Subset(data, indices), batch_size=size, shuffle=False,
+                            collate_fn=self.trainer.data_collator)
+        for batch in loader:
             yield self.trainer._prepare_inputs(batch)
+
+    @property
+    def global_train_batch_size(self) -> int:
+        """The examples per optimizer step over all processes (before gradient accumulation)."""
+        return self.args.per_device_train_batch_size * self.world_size
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Sum (or max, min) `tensor` over processes, in place; a no-op in a single process."""

@@ -27,6 +27,7 @@ from torch.utils.data import Sampler
 from transformers import AutoModelForMaskedLM, PreTrainedModel, TrainingArguments
 
 from plmkit.core.models import load_model
+from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodContext, MethodError
 from plmkit.prompt_tuning.anchors import NO_ANCHOR
 from plmkit.prompt_tuning.config import CPTuningConfig, PromptTuningConfig, UPTConfig
@@ -94,6 +95,8 @@ class _PromptMethod(Method):
 class CPTuningMethod(_PromptMethod):
     """CP-Tuning (Xu et al., WSDM 2023): contrastive prompt tuning without a verbalizer."""
 
+    contract = ContractCase("cp_tuning", exports=None, extra_passes=True)
+
     name = "cp_tuning"
     config_class = CPTuningConfig
     objective = "contrastive"
@@ -138,6 +141,8 @@ class CPTuningMethod(_PromptMethod):
 class PromptTuningMethod(_PromptMethod):
     """Prompt-based fine-tuning with a verbalizer (LM-BFF style), the baseline CP-Tuning is compared with."""
 
+    contract = ContractCase("prompt_tuning", exports=None)
+
     name = "prompt_tuning"
     config_class = PromptTuningConfig
     objective = "verbalizer"
@@ -157,6 +162,8 @@ class UPTMethod(_PromptMethod):
     (`plmkit train --task upt_stage1 --method upt`): the templates are the sources' (and KSMLM's), read from the
     task.
     """
+
+    contract = ContractCase("upt", exports=None)
 
     name = "upt"
     config_class = UPTConfig

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
@@ -59,6 +61,17 @@ __all__ = ["PromptModel", "PromptModelConfig", "PromptModelOutput", "compute_anc
 
 OBJECTIVES = ("contrastive", "verbalizer", "upt")
 NO_WORD = -1.0e4  # upt: the logit of a padded candidate slot (rows with fewer label words than the widest task)
+
+
+def _across_processes(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Under DDP, the pairs of the whole global batch: features gathered with gradient (the all-gather's backward
+    sums each slice's gradient over processes, and DDP's averaging then gives exactly the single-process gradient of
+    the loss over the global batch), labels without. One process: unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features, labels
+    gathered_labels = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered_labels, labels.contiguous())
+    return torch.cat(dist_nn.all_gather(features.contiguous())), torch.cat(gathered_labels)
 
 
 def _check_single_tokens(words: list[str], tokenizer: PreTrainedTokenizerBase, from_names: bool = True) -> list[int]:
@@ -401,7 +414,8 @@ class PromptModel(PreTrainedModel):
         if cfg.objective == "contrastive":
             features = F.normalize(feature.float(), dim=-1)
             if labels is not None:
-                loss = pair_wise_cost_sensitive_loss(features, labels, cfg.margin, cfg.scale, cfg.cost_ratio)
+                pair_features, pair_labels = _across_processes(features, labels)
+                loss = pair_wise_cost_sensitive_loss(pair_features, pair_labels, cfg.margin, cfg.scale, cfg.cost_ratio)
             # While training, scores are not needed (and anchors may not exist yet).
             logits = None if self.training else self.class_scores(features, anchor_id)
         else:

@@ -19,6 +19,7 @@ from torch import nn
 from plmkit.core.errors import DataError
 from plmkit.core.losses import distillation_loss
 from plmkit.core.sparsity import UnitGates, cubic_sparsity
+from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodContext, MethodError
 from plmkit.structured_pruning.config import DynamicSparsificationConfig, StructuredPruningConfig
 from plmkit.structured_pruning.dynamic import sample_sparsities
@@ -37,6 +38,8 @@ def _attach(model: nn.Module, **options: Any) -> UnitGates:
 
 class StructuredPruningMethod(Method):
     """Heads and FFN neurons pruned by first-order importance, movement scores or L0 gates (see config)."""
+
+    contract = ContractCase("structured_pruning", {"sparsity": 0.5}, exports="compacted", extra_passes=True)
 
     name = "structured_pruning"
     config_class = StructuredPruningConfig
@@ -173,6 +176,8 @@ def _valid_index(value: Any, count: int) -> bool:
 
 class DynamicSparsificationMethod(Method):
     """Nested sub-networks from one fixed first-order ordering, trained together with the sandwich rule."""
+
+    contract = ContractCase("dynamic_sparsification", exports="compacted", extra_passes=True)
 
     name = "dynamic_sparsification"
     config_class = DynamicSparsificationConfig

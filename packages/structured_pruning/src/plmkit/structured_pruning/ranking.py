@@ -27,12 +27,12 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def importance_batches(ctx: MethodContext, count: int, seed: int) -> Iterator[dict[str, Any]]:
-    """``count`` training batches' worth of examples drawn at random (seeded) from the training set, collated as
-    for training; under DDP each process gets its share."""
+    """``count`` training batches (of the global batch size) drawn at random (seeded) from the training set, collated
+    as for training; under DDP each process takes whole batches (importance sums batch-level |gradients|)."""
     data = ctx.train_dataset
-    size = ctx.args.per_device_train_batch_size
+    size = ctx.global_train_batch_size
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[: count * size].tolist()
-    return ctx.batches(Subset(data, order), batch_size=size)
+    return ctx.batches(Subset(data, order), batch_size=size, shard="batches")
 
 
 def _per_language_loss(gates: UnitGates, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:

@@ -171,7 +171,8 @@ def check_resume(case: ContractCase, tmp: Path) -> None:
 
 
 def check_ddp(case: ContractCase, tmp: Path, port: int = 29541) -> None:
-    """2 processes (torchrun, gloo, batch 4 each) give the metrics of 1 process with batch 8 (1e-4)."""
+    """2 processes (torchrun, gloo, batch 4 each) give the metrics of 1 process with batch 8 (relative 1e-4): the same
+    global batches for training and evaluation."""
     if not case.extra_passes:
         return
     data = _data(tmp / "data")
@@ -180,6 +181,7 @@ def check_ddp(case: ContractCase, tmp: Path, port: int = 29541) -> None:
     def run(prefix: list[str], out: Path, batch: int, *extra: str) -> dict[str, Any]:
         argv = _argv(case, data, out, "--save_strategy", "no", "--train_sampling_strategy", "sequential", *extra)
         argv[argv.index("--per_device_train_batch_size") + 1] = str(batch)
+        argv[argv.index("--per_device_eval_batch_size") + 1] = str(2 * batch)  # the same global batches
         proc = subprocess.run([*prefix, "-m", "plmkit.core.cli", *argv], env=env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -188,8 +190,8 @@ def check_ddp(case: ContractCase, tmp: Path, port: int = 29541) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     two = run(torchrun, tmp / "ddp", 4, "--ddp_backend", "gloo")
     one = run([sys.executable], tmp / "single", 8)
-    for key in ("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"):
-        assert abs(two[key] - one[key]) <= 1e-4, (case.id, key, two[key], one[key])
+    for key in ("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"):  # up to float reduction order
+        assert abs(two[key] - one[key]) <= 1e-4 * max(1.0, abs(one[key])), (case.id, key, two[key], one[key])
 
 
 def check_half_precision_checkpoint(case: ContractCase, tmp: Path, dtype: torch.dtype) -> None:
@@ -208,5 +210,7 @@ def check_half_precision_checkpoint(case: ContractCase, tmp: Path, dtype: torch.
     metrics = _train(half, data, out, "--save_strategy", "no", "--logging_steps", "4", "--max_steps", "24",
                      "--learning_rate", "3e-3")
     assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if isinstance(v, float)), metrics
-    losses = [h["loss"] for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
-    assert len(losses) >= 2 and losses[-1] < losses[0], (case.id, losses)
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    key = "loss/task" if any("loss/task" in h for h in history) else "loss"  # the task loss, not extra terms
+    losses = [h[key] for h in history if key in h]
+    assert len(losses) >= 2 and losses[-1] < losses[0], (case.id, key, losses)

@@ -1,0 +1,44 @@
+"""The contract kit (plmkit.core.testing.contract) on every installed method."""
+
+import pytest
+import torch
+
+from plmkit.core.testing.contract import (
+    check_ddp,
+    check_export,
+    check_half_precision_checkpoint,
+    check_resume,
+    check_save_reload,
+    contract_cases,
+)
+
+CASES = contract_cases()
+IDS = [case.id for case in CASES]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_save_reload_and_export(case, tmp_path):
+    run = check_save_reload(case, tmp_path)
+    check_export(case, run, tmp_path)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_resume_equals_an_uninterrupted_run(case, tmp_path):
+    check_resume(case, tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_half_precision_checkpoints_train(case, dtype, tmp_path):
+    check_half_precision_checkpoint(case, tmp_path, dtype)
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("case", [c for c in CASES if c.extra_passes], ids=[c.id for c in CASES if c.extra_passes])
+def test_two_processes_match_one(case, tmp_path):
+    check_ddp(case, tmp_path, port=29541 + CASES.index(case))
