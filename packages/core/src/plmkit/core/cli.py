@@ -124,7 +124,7 @@ PACKAGE_COMMANDS = Registry("plmkit.commands", "command", PlmkitError)
 
 
 def _command(name: str) -> Any:
-    """A core command, or a package's (`plmkit upt stage1 ...`: entry point `upt` -> a function taking argv)."""
+    """A core command, or a package's (`plmkit upt adapt-head ...`: entry point `upt` -> a function taking argv)."""
     if name in COMMANDS:
         return COMMANDS[name]
     if name in PACKAGE_COMMANDS.entries():

@@ -21,8 +21,9 @@ __all__ = ["ClassificationConfig", "ClassificationTask"]
 
 @dataclass
 class ClassificationConfig(TaskConfig):
-    """Classify one or two text columns into the labels of the training split (or regress a float label). The
-    data comes from the run's data flags: --data NAME, or --train_file/--validation_file/--test_file with
+    """Classify one or two text columns into the training split's labels, or regress a float label.
+
+    The data comes from the run's data flags: --data NAME, or --train_file/--validation_file/--test_file with
     --text_columns and --label_column."""
 
 
