@@ -59,6 +59,7 @@ VARIANTS: dict[str, tuple[str, int, str, list[str], str]] = {
                           "scores start at |W|, scores lr 1e-4 = the model's (plmkit's default)"),
     "b795_map": ("budget", 795, MAGNITUDE, [], "MaP"),
     "b795_faithful": ("budget", 795, MOVEMENT, REFERENCE, "MvP, HF reference"),
+    "b1590_map": ("budget", 1590, MAGNITUDE, [], "MaP"),
     "b1590_faithful": ("budget", 1590, MOVEMENT, REFERENCE, "MvP, HF reference"),
     "b3180_faithful": ("budget", 3180, MOVEMENT, REFERENCE, "MvP, HF reference"),
     "b795_maginit": ("budget", 795, MOVEMENT, ["--method.scores_init", "magnitude",

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
-from readme_block import render_cli  # noqa: E402
+from readme_block import paired_verdict, render_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "packages" / "pst" / "README.md"
@@ -32,6 +32,21 @@ def reproduction_table(data: dict) -> list[str]:
     return lines
 
 
+def verdicts(data: dict) -> list[str]:
+    """The paper's claims (PST on par with or better than MaP and MvP), per sparsity, paired by seed."""
+    runs = {}
+    for r in data["runs"]:
+        runs.setdefault((r["method"], r["sparsity"]), {})[r["seed"]] = r["test_accuracy"]
+    lines = ["| claim | 50% | 80% | 90% |", "|---|---|---|---|"]
+    for other in ("MaP", "MvP", "MvP (HF reference)"):
+        cells = []
+        for sparsity in (0.5, 0.8, 0.9):
+            a, b = runs.get(("PST", sparsity)), runs.get((other, sparsity))
+            cells.append(str(paired_verdict(a, b)) if a and b and set(a) & set(b) else "-")
+        lines.append(f"| PST - {other} (points) | {' | '.join(cells)} |")
+    return lines
+
+
 def perf_table(perf: dict) -> list[str]:
     return [
         "| measure | PST / dense | target |",
@@ -50,6 +65,8 @@ def render() -> str:
     if repro.exists() and "summary" in json.loads(repro.read_text()):
         data = json.loads(repro.read_text())
         lines += [f"Setup: {' '.join(data['setup'].split())}", "", *reproduction_table(data), "",
+                  "Verdicts (mean paired difference over seeds +- its standard error; \"supported\" only beyond twice "
+                  "the standard error, \"contradicted\" below minus twice):", "", *verdicts(data), "",
                   "![accuracy vs sparsity](benchmarks/results/pst_reproduction.png)", ""]
     perf = RESULTS / "pst_perf.json"
     if perf.exists():
