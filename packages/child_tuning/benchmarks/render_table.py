@@ -1,7 +1,8 @@
 """Render the Child-Tuning README's results tables from packages/child_tuning/benchmarks/results/child_tuning_*.json.
 
 Replaces the text between `<!-- results:start -->` and `<!-- results:end -->` in packages/child_tuning/README.md
-(tables are generated, never typed).
+(reproduction and cost), and between `<!-- ct-sweep:start -->` and `<!-- ct-sweep:end -->` (the Child-Tuning_D
+sweep, child_tuning_sweep.json; "not run yet" without it). Tables are generated, never typed.
 
     python packages/child_tuning/benchmarks/render_table.py [--check]
 """
@@ -9,16 +10,19 @@ Replaces the text between `<!-- results:start -->` and `<!-- results:end -->` in
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
-from readme_block import paired_verdict, render_cli  # noqa: E402
+from readme_block import mean_std, paired_verdict, render_cli, replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "packages" / "child_tuning" / "benchmarks" / "results"
 README = ROOT / "packages" / "child_tuning" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SWEEP = RESULTS / "child_tuning_sweep.json"
+SWEEP_START, SWEEP_END = "<!-- ct-sweep:start -->", "<!-- ct-sweep:end -->"
 
 
 def reproduction_table(data: dict) -> str:
@@ -108,7 +112,66 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def _lr(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-")  # 2e-4
+
+
+def render_sweep(path: Path = SWEEP) -> str:
+    """The Child-Tuning_D sweep per task: mean ± std per configuration, each D configuration against vanilla
+    fine-tuning at the same learning rate and epochs (`paired_verdict`, runs paired by seed), and where D helps."""
+    if not path.exists():
+        return ("Not run yet (`packages/child_tuning/benchmarks/sweep.py` writes "
+                "`benchmarks/results/child_tuning_sweep.json`).")
+    data = json.loads(path.read_text())
+    s = data["settings"]
+    cells: dict[tuple, dict[str, dict[int, float]]] = {}
+    for r in data["runs"]:
+        cell = cells.setdefault((r["task"], r["lr"], r["epochs"], r["method"], r["reserve_p"]),
+                                {"test": {}, "val": {}, "cpu": {}})
+        cell["test"][r["seed"]], cell["val"][r["seed"]], cell["cpu"][r["seed"]] = (
+            r["test_accuracy"], r["val_accuracy"], r["cpu_s"])
+
+    def pct(values: dict[int, float]) -> str:
+        mean, std = mean_std([100 * v for v in values.values()])
+        return f"{mean:.2f} ± {std:.2f}"
+
+    lines = [
+        f"Setup: {s['model']}, {s['n_train']:,} training examples (the reproduction's subset), {s['eval']}, seeds "
+        f"{sorted({r['seed'] for r in data['runs']})}, batch 16, "
+        "10% warm-up, weight decay 0.01, max_length 64, bf16, one thread per run. Accuracy in %, mean ± std over the "
+        "seeds (n = seeds finished); CPU s: CPU seconds of one training process (start-up, training, evaluation), "
+        "mean. Verdicts: D - vanilla at the same learning rate and epochs in test accuracy points, runs paired by "
+        "seed: mean difference +- its standard error; **supported** only where the mean exceeds twice its standard "
+        "error, **contradicted** below minus twice, otherwise within noise.",
+        "",
+        "| task | method | lr | epochs | n | test acc. | val acc. | CPU s | D - vanilla (same lr, epochs) |",
+        "|---|---|---|---|---|---:|---:|---:|---|",
+    ]
+    outcome: dict[str, list[str]] = {}
+    for c in sorted(cells, key=lambda c: (c[0], c[1], c[2], c[3] != "vanilla", c[4] or 0.0)):
+        task, lr, epochs, method, p = c
+        cell, base = cells[c], cells.get((task, lr, epochs, "vanilla", None))
+        verdict = ""
+        if method != "vanilla" and base is not None and set(cell["test"]) & set(base["test"]):
+            v = paired_verdict(cell["test"], base["test"])
+            verdict = str(v)
+            outcome.setdefault(v.verdict, []).append(
+                f"{task} p={p} lr {_lr(lr)} {epochs} ep. ({v.mean_difference:+.1f})")
+        name = "vanilla" if method == "vanilla" else f"{method} (p={p})"
+        lines.append(f"| {task} | {name} | {_lr(lr)} | {epochs} | {len(cell['test'])} | {pct(cell['test'])} | "
+                     f"{pct(cell['val'])} | {statistics.mean(cell['cpu'].values()):.0f} | {verdict} |")
+    lines.append("")
+    for verdict, label in (("supported", "D helps (supported)"), ("contradicted", "D hurts (contradicted)"),
+                           ("within noise", "within noise"), ("no verdict", "no verdict yet (one seed)")):
+        if outcome.get(verdict):
+            lines.append(f"- {label}: " + "; ".join(outcome[verdict]) + ".")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    check = "--check" in sys.argv[1:]
+    if replace_block(README, SWEEP_START, SWEEP_END, render_sweep(), check=check) and check:
+        sys.exit(f"{README} is out of date: run {Path(sys.argv[0]).name}")
     render_cli(README, START, END, render)
 
 

@@ -1,22 +1,26 @@
-"""Render the prompt-tuning README's results section from
-packages/prompt_tuning/benchmarks/results/cp_tuning_reproduce.json (never typed by hand).
+"""Render the prompt-tuning README's CP-Tuning blocks (never typed by hand): the reproduction from
+packages/prompt_tuning/benchmarks/results/cp_tuning_reproduce.json (between the cp-tuning-results markers) and the
+trec sweep from results/cp_tuning_sweep_trec.json (between the cp-sweep markers; "not run yet" without the json).
 
-    python packages/prompt_tuning/benchmarks/cp_tuning_render_table.py   # rewrites the block between the cp-tuning-results markers
+    python packages/prompt_tuning/benchmarks/cp_tuning_render_table.py [--check]
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
-from readme_block import paired_verdict, render_cli  # noqa: E402
+from readme_block import mean_std, paired_verdict, render_cli, replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "packages" / "prompt_tuning" / "README.md"
 RESULTS = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "results" / "cp_tuning_reproduce.json"
 START, END = "<!-- cp-tuning-results:start -->", "<!-- cp-tuning-results:end -->"
+SWEEP = RESULTS.parent / "cp_tuning_sweep_trec.json"
+SWEEP_START, SWEEP_END = "<!-- cp-sweep:start -->", "<!-- cp-sweep:end -->"
 
 ROWS = [
     ("finetune", "fine-tuning ([CLS] head)"),
@@ -98,7 +102,109 @@ def render() -> str:
     return "\n".join(lines)
 
 
+# the sweep's variants: (method, prediction) -> name, and the run fields holding its test / dev accuracy
+SWEEP_VARIANTS = {
+    ("finetune", None): ("fine-tuning", "test_accuracy", "eval_accuracy"),
+    ("cp_tuning", "nearest"): ("CP-Tuning, nearest anchor", "test_accuracy", "eval_accuracy"),
+    ("cp_tuning", "centroid"): ("CP-Tuning, class centroid", "test_accuracy_centroid", "eval_accuracy_centroid"),
+    ("upt", None): ("UPT-Single", "test_accuracy", "eval_accuracy"),
+}
+
+
+def _sweep_cells(runs: list[dict]) -> dict[tuple, dict[str, dict[int, float]]]:
+    """(variant, batch, steps, lr, mlm_weight) -> {"test"/"dev"/"cpu": {seed: value}}."""
+    cells: dict[tuple, dict[str, dict[int, float]]] = {}
+    for r in runs:
+        for (method, prediction), (_, test, dev) in SWEEP_VARIANTS.items():
+            if r["method"] == method:
+                cell = cells.setdefault(((method, prediction), r["batch"], r["steps"], r["lr"], r["mlm_weight"]),
+                                        {"test": {}, "dev": {}, "cpu": {}})
+                cell["test"][r["seed"]], cell["dev"][r["seed"]], cell["cpu"][r["seed"]] = r[test], r[dev], r["cpu_s"]
+    return cells
+
+
+def _pct(values: dict[int, float]) -> str:
+    mean, std = mean_std(list(values.values()))
+    return f"{100 * mean:.1f} +- {100 * std:.1f}"
+
+
+def _lr(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-")  # 2e-4
+
+
+def _config(c: tuple) -> str:
+    (method, _), batch, steps, lr, mlm = c
+    layout = f" ({min(6, batch // 2)} x {batch // min(6, batch // 2)})" if method == "cp_tuning" else ""
+    return f"batch {batch}{layout}, {steps} steps, lr {_lr(lr)}" + ("" if mlm is None else f", MLM {mlm:g}")
+
+
+def render_sweep(path: Path = SWEEP) -> str:
+    """The trec sweep: mean +- std per configuration, each CP-Tuning / UPT-Single configuration against fine-tuning
+    at the same batch, steps and learning rate (`paired_verdict`, runs paired by seed = K-shot sampling seed), and
+    the best configuration of each against the best fine-tuning configuration."""
+    if not path.exists():
+        return ("Not run yet (`packages/prompt_tuning/benchmarks/sweep_trec.py` writes "
+                "`benchmarks/results/cp_tuning_sweep_trec.json`).")
+    data = json.loads(path.read_text())
+    s = data["settings"]
+    cells = _sweep_cells(data["runs"])
+    order = {v: i for i, v in enumerate(SWEEP_VARIANTS)}
+    ordered = sorted(cells, key=lambda c: (c[1], c[2], c[3], order[c[0]], c[4] if c[4] is not None else -1))
+
+    def baseline(c: tuple) -> tuple:
+        return ("finetune", None), c[1], c[2], c[3], None
+
+    lines = [
+        f"Setup: {s['model']} on trec (6 classes), K = {s['k']} per class (LM-BFF sampler), seeds "
+        f"{sorted({r['seed'] for r in data['runs']})}, max_length "
+        f"{s['max_length']}, bf16, the {s['test_examples']}-question test split, model at the {s['selection']}, "
+        f"one thread per run; UPT-Single starts from {s['upt_start']}. Test and dev (the K-shot dev set) accuracy "
+        "in %, mean +- std over the seeds (n = seeds finished); CPU s: CPU seconds of one training process (start-up, "
+        "training, evaluation), mean. CP-Tuning's batch is G classes x n examples each (its class-balanced sampler).",
+        "",
+        "| method | configuration | n | test acc. | dev acc. | CPU s | A - fine-tuning at the same batch, steps, lr |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    tally: dict[str, dict[str, int]] = {}
+    for c in ordered:
+        cell, base = cells[c], cells.get(baseline(c))
+        verdict = ""
+        if c[0][0] != "finetune" and base is not None and set(cell["test"]) & set(base["test"]):
+            v = paired_verdict(cell["test"], base["test"])
+            verdict = str(v)
+            tally.setdefault(SWEEP_VARIANTS[c[0]][0], {}).setdefault(v.verdict, 0)
+            tally[SWEEP_VARIANTS[c[0]][0]][v.verdict] += 1
+        lines.append(f"| {SWEEP_VARIANTS[c[0]][0]} | {_config(c)} | {len(cell['test'])} | {_pct(cell['test'])} | "
+                     f"{_pct(cell['dev'])} | {statistics.mean(cell['cpu'].values()):.0f} | {verdict} |")
+
+    def best(method: str, split: str) -> tuple | None:  # CP-Tuning: over both predictions
+        mine = [c for c in cells if c[0][0] == method]
+        return max(mine, key=lambda c: statistics.mean(cells[c][split].values())) if mine else None
+
+    lines += ["", "Verdicts: A - B in test accuracy points, runs paired by seed (also the K-shot sampling seed): mean "
+              "difference +- its standard error; **supported** only where the mean exceeds twice its standard error, "
+              "**contradicted** below minus twice, otherwise within noise.", ""]
+    for name, counts in tally.items():
+        lines.append(f"- {name} vs fine-tuning at the same batch, steps and lr: " + ", ".join(
+            f"{counts[k]} {k}" for k in ("supported", "within noise", "contradicted", "no verdict") if counts.get(k))
+            + f" (of {sum(counts.values())} configurations).")
+    for split, how in (("test", "highest mean test accuracy (optimistic for both sides, more so for the side with "
+                                "more configurations)"), ("dev", "highest mean dev accuracy")):
+        ft = best("finetune", split)
+        for method in ("cp_tuning", "upt"):
+            top = best(method, split)
+            if top is None or ft is None or not set(cells[top]["test"]) & set(cells[ft]["test"]):
+                continue
+            lines.append(f"- best {SWEEP_VARIANTS[top[0]][0]} ({_config(top)}: {_pct(cells[top]['test'])}) - best "
+                         f"fine-tuning ({_config(ft)}: {_pct(cells[ft]['test'])}), each selected by {how}: "
+                         f"{paired_verdict(cells[top]['test'], cells[ft]['test'])}.")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    check = "--check" in sys.argv[1:]
+    if replace_block(README, SWEEP_START, SWEEP_END, render_sweep(), check=check) and check:
+        sys.exit(f"{README} is out of date: run {Path(sys.argv[0]).name}")
     render_cli(README, START, END, render)
 
 

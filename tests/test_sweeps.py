@@ -1,0 +1,110 @@
+"""The resumable sweep helper (tools/bench/sweep.py), the two sweeps built on it (CP-Tuning / UPT-Single on trec,
+Child-Tuning_D) end to end in their --smoke form, and their README blocks."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "tools" / "bench"))
+from sweep import SweepError, plmkit_train, run_sweep  # noqa: E402
+
+CP_SWEEP = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "sweep_trec.py"
+CT_SWEEP = ROOT / "packages" / "child_tuning" / "benchmarks" / "sweep.py"
+CP_RENDER = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "cp_tuning_render_table.py"
+CT_RENDER = ROOT / "packages" / "child_tuning" / "benchmarks" / "render_table.py"
+
+
+def _module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _key(r: dict) -> tuple:
+    return r["lr"], r["seed"]
+
+
+def test_run_sweep_records_each_job_and_resumes(tmp_path):
+    path = tmp_path / "sweep.json"
+    jobs = [{"lr": lr, "seed": s} for lr in (1e-4, 2e-4) for s in (1, 2, 3)]
+    calls: list[tuple] = []
+    lock = threading.Lock()
+
+    def run_one(job: dict, fail: tuple | None = None) -> dict:
+        with lock:
+            calls.append(_key(job))
+        if _key(job) == fail:
+            raise RuntimeError("boom")
+        return {"acc": job["seed"] / 10}
+
+    with pytest.raises(SweepError, match=r"(?s)1 job\(s\) failed.*0.0002, 2\).*boom"):
+        run_sweep(path, jobs, lambda j: run_one(j, fail=(2e-4, 2)), _key, parallel=2, settings={"model": "x"})
+    data = json.loads(path.read_text())
+    assert sorted(calls) == sorted(map(_key, jobs))
+    assert len(data["runs"]) == 5 and (2e-4, 2) not in {_key(r) for r in data["runs"]}
+    assert data["settings"] == {"model": "x"} and data["runs"][0]["acc"] == data["runs"][0]["seed"] / 10
+
+    calls.clear()  # a rerun runs only the failed job; the settings stay when none are given
+    data = run_sweep(path, jobs, run_one, _key, parallel=2)
+    assert calls == [(2e-4, 2)] and len(data["runs"]) == 6 and data["settings"] == {"model": "x"}
+    calls.clear()
+    assert len(run_sweep(path, jobs, run_one, _key)["runs"]) == 6 and calls == []
+    assert json.loads(path.read_text()) == data
+
+
+def test_plmkit_train_raises_with_the_log_tail(tmp_path):
+    with pytest.raises(SweepError, match="plmkit: error"):
+        plmkit_train(["--method", "no_such_method", "--model_name_or_path", "tiny-bert"], tmp_path / "run")
+
+
+@pytest.mark.parametrize("script", [CP_RENDER, CT_RENDER], ids=["cp_tuning", "child_tuning"])
+def test_render_scripts_pass_check(script):
+    result = subprocess.run([sys.executable, str(script), "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_sweep_blocks_say_not_run_yet_without_their_json(tmp_path):
+    assert "Not run yet" in _module(CP_RENDER, "cp_render").render_sweep(tmp_path / "none.json")
+    assert "Not run yet" in _module(CT_RENDER, "ct_render").render_sweep(tmp_path / "none.json")
+
+
+def _smoke(script: Path, tmp_path: Path) -> tuple[dict, str]:
+    out = tmp_path / "sweep.json"
+    argv = [sys.executable, str(script), "--smoke", "--parallel", "2", "--json", str(out), "--work", str(tmp_path)]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads(out.read_text()), out
+
+
+@pytest.mark.slow
+def test_cp_tuning_sweep_smoke(tmp_path):
+    data, out = _smoke(CP_SWEEP, tmp_path)
+    runs = {r["method"]: r for r in data["runs"]}
+    assert set(runs) == {"cp_tuning", "finetune", "upt"} and data["settings"]["model"] == "tiny-bert"
+    for r in runs.values():
+        assert 0 <= r["test_accuracy"] <= 1 and r["cpu_s"] > 0 and (r["batch"], r["steps"], r["seed"]) == (8, 8, 13)
+    cp = runs["cp_tuning"]
+    assert 0 <= cp["test_accuracy_centroid"] <= 1 and 0 <= cp["eval_accuracy_centroid"] <= 1 and cp["layout"] == "4 x 2"
+    table = _module(CP_RENDER, "cp_render").render_sweep(out)
+    assert "CP-Tuning, class centroid" in table and "UPT-Single" in table and "1 seed: no verdict" in table
+    again = subprocess.run([sys.executable, str(CP_SWEEP), "--smoke", "--json", str(out)], cwd=ROOT,
+                           capture_output=True, text=True)  # resumes: nothing left to run
+    assert again.returncode == 0 and "3 of 3 jobs already done, 0 to run" in again.stdout
+
+
+@pytest.mark.slow
+def test_child_tuning_sweep_smoke(tmp_path):
+    data, out = _smoke(CT_SWEEP, tmp_path)
+    runs = {r["method"]: r for r in data["runs"]}
+    assert set(runs) == {"vanilla", "CT-D"} and runs["CT-D"]["reserve_p"] == 0.3
+    for r in runs.values():
+        assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1 and r["task"] == "trec"
+    table = _module(CT_RENDER, "ct_render").render_sweep(out)
+    assert "CT-D (p=0.3)" in table and "no verdict yet" in table

@@ -1,0 +1,118 @@
+"""Resumable hyper-parameter sweeps: a list of jobs (dicts), one function that runs a job, one json file.
+
+    from sweep import plmkit_train, run_sweep      # with tools/bench on sys.path, as the benchmark scripts do
+
+    def run_one(job):                               # {"lr": 2e-4, "seed": 13} -> what to record
+        with tempfile.TemporaryDirectory() as tmp:
+            m = plmkit_train(["--data", "trec", "--learning_rate", str(job["lr"]), "--seed", str(job["seed"])],
+                             Path(tmp) / "run")
+        return {"test_accuracy": m["test_accuracy"], "cpu_s": m["process_cpu_s"]}
+
+    run_sweep(JSON, jobs, run_one, key=lambda r: (r["lr"], r["seed"]), parallel=2)
+
+The json holds `{"settings": ..., "runs": [job fields + run_one's result, ...]}`. It is rewritten (atomically)
+after every finished job, and jobs whose key is already in its "runs" are skipped, so an interrupted sweep resumes
+where it stopped. A job that fails is not recorded (the others go on); `run_sweep` raises at the end, listing the
+failures, and a rerun retries them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SweepError", "plmkit_train", "run_sweep"]
+
+
+class SweepError(RuntimeError):
+    """One or more jobs of a sweep (or one training subprocess) failed."""
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def run_sweep(
+    json_path: Path,
+    jobs: list[dict],
+    run_one: Callable[[dict], dict],
+    key: Callable[[dict], tuple],
+    parallel: int = 1,
+    settings: dict | None = None,
+) -> dict:
+    """Run every job whose `key` is not yet in `json_path`'s "runs", `parallel` at a time (threads: `run_one` is
+    expected to wait on a subprocess), appending `{**job, **run_one(job)}` and rewriting the json after each.
+    `key` is applied to jobs and to recorded runs alike (so it reads job fields only). `settings`, when given,
+    replaces the json's "settings". Returns the json's content; raises `SweepError` after the last job if any
+    failed."""
+    json_path = Path(json_path)
+    data = json.loads(json_path.read_text()) if json_path.exists() else {"runs": []}
+    if settings is not None:
+        data["settings"] = settings
+    done = {key(r) for r in data["runs"]}
+    todo = [j for j in jobs if key(j) not in done]
+    lock = threading.Lock()
+    failures: list[str] = []
+    print(f"[sweep] {json_path.name}: {len(jobs) - len(todo)} of {len(jobs)} jobs already done, {len(todo)} to run",
+          flush=True)
+    with lock:
+        _write(json_path, data)
+
+    def one(job: dict) -> None:
+        start = time.perf_counter()
+        result = run_one(job)
+        with lock:
+            data["runs"].append({**job, **result})
+            _write(json_path, data)
+            n = len(data["runs"])
+        print(f"[sweep] {key(job)} done in {time.perf_counter() - start:.0f} s ({n} recorded)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = {pool.submit(one, job): job for job in todo}
+        for future in as_completed(futures):
+            err = future.exception()
+            if err is not None:
+                failures.append(f"{key(futures[future])}: {type(err).__name__}: {err}")
+                print(f"[sweep] FAILED {failures[-1]}", file=sys.stderr, flush=True)
+    if failures:
+        raise SweepError(f"{len(failures)} job(s) failed (rerun to retry them):\n" + "\n".join(failures))
+    return data
+
+
+def plmkit_train(argv: list[str], out: Path, threads: int = 1) -> dict[str, Any]:
+    """`python -m plmkit.core.cli train *argv --output_dir out` in a subprocess with `threads` torch threads
+    (PLMKIT_NUM_THREADS); returns its metrics.json plus `process_cpu_s`, the CPU seconds (user + system) of the
+    whole subprocess: start-up, data, training and the final evaluations. Raises `SweepError` with the tail of
+    the log when the run fails."""
+    env = {**os.environ, "PLMKIT_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "plmkit.core.cli", "train", *argv, "--output_dir", str(out)]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage (threads may run others)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        metrics_file = Path(out) / "metrics.json"
+        if proc.returncode != 0 or not metrics_file.exists():
+            log.seek(0)
+            tail = "\n".join(log.read().strip().splitlines()[-20:])
+            raise SweepError(f"plmkit train exited with {proc.returncode} ({' '.join(cmd)}):\n{tail}")
+    metrics = json.loads(metrics_file.read_text())
+    metrics["process_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+    return metrics
