@@ -5,6 +5,7 @@ import torch
 
 from plmkit.core.testing.contract import (
     check_ddp,
+    check_default_learns,
     check_export,
     check_half_precision_checkpoint,
     check_resume,
@@ -42,3 +43,12 @@ def test_half_precision_checkpoints_train(case, dtype, tmp_path):
 @pytest.mark.parametrize("case", [c for c in CASES if c.extra_passes], ids=[c.id for c in CASES if c.extra_passes])
 def test_two_processes_match_one(case, tmp_path):
     check_ddp(case, tmp_path, port=29541 + CASES.index(case))
+
+
+METHODS = sorted({case.method for case in CASES})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_default_options_learn_trec(method, tmp_path):
+    check_default_learns(next(c for c in CASES if c.method == method), tmp_path)

@@ -4,7 +4,9 @@
 2. `export` loads in plain transformers (or with `load_compacted`) with the same outputs, where the method exports;
 3. an interrupted run resumed from its checkpoint ends with the same weights and metrics as an uninterrupted one;
 4. for methods with extra data passes, 2 processes (gloo) give the same metrics as 1 with the same global batch;
-5. a checkpoint stored in bf16 or fp16 trains (loaded in fp32, the loss falls, nothing is NaN).
+5. a checkpoint stored in bf16 or fp16 trains (loaded in fp32, the loss falls, nothing is NaN);
+6. with every method option left at its default, a short run of the real MiniLM on the builtin 6-class trec task
+   beats the majority class by a margin (`check_default_learns`, slow: a default that silently does not train fails).
 
 A method says how to exercise it through the class attribute `contract` (see `ContractCase`); the root test
 `tests/test_contract.py` runs the kit for every installed method, and a package can run it for its own method:
@@ -33,6 +35,7 @@ __all__ = [
     "check_ddp",
     "check_export",
     "check_half_precision_checkpoint",
+    "check_default_learns",
     "check_resume",
     "check_save_reload",
     "contract_cases",
@@ -214,3 +217,28 @@ def check_half_precision_checkpoint(case: ContractCase, tmp: Path, dtype: torch.
     key = "loss/task" if any("loss/task" in h for h in history) else "loss"  # the task loss, not extra terms
     losses = [h[key] for h in history if key in h]
     assert len(losses) >= 2 and losses[-1] < losses[0], (case.id, key, losses)
+
+
+# A short budget on real data: 1,024 TREC questions, 2 epochs of batch 16 (128 steps), lr 1e-4, 32 tokens, bf16.
+DEFAULT_BUDGET = ["--max_train_samples", "1024", "--num_train_epochs", "2", "--per_device_train_batch_size", "16",
+                  "--learning_rate", "1e-4", "--max_length", "32", "--bf16", "true", "--seed", "42"]
+
+
+def check_default_learns(case: ContractCase, tmp: Path, margin: float = 0.2) -> dict[str, Any]:
+    """`plmkit train --data trec --model_name_or_path minilm --method NAME` with no method option (the budget above
+    for every method): test accuracy at least `margin` above the majority class of the test split."""
+    from collections import Counter
+
+    from plmkit.core.cli import main
+    from plmkit.core.data import load_builtin
+
+    labels = load_builtin("trec").splits["test"]["label"]
+    majority = Counter(labels).most_common(1)[0][1] / len(labels)
+    out = tmp / "defaults"
+    code = main(["train", "--data", "trec", "--model_name_or_path", "minilm", "--method", case.method,
+                 *DEFAULT_BUDGET, "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true",
+                 "--save_strategy", "no", "--num_threads", "1"])
+    assert code == 0, f"{case.method}: plmkit train exited {code}"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= majority + margin, (case.method, metrics["test_accuracy"], majority)
+    return metrics
