@@ -4,7 +4,8 @@ lr 1e-4, max_length 64, bf16, seed 42, cubic schedule t_i 0.1 / t_f 0.3), 1 seed
 
 Two parts: a screen of options at a short budget (300 steps), and the HF reference setting (scores start at 0, scores
 lr 1e-2) against the fix (scores start at |W|, scores at the model's lr) at the shipped budget (3 epochs = 795 steps)
-and longer ones (6 and 12 epochs), to test whether the budget explains the collapse. Writes
+and a longer one (6 epochs), to test whether the budget explains the collapse (MaP at 6 epochs and the reference at
+12 epochs are defined but were not run on this CPU). Writes
 packages/core/benchmarks/results/movement_study.json; `--render` writes the core README block from it.
 
     python packages/core/benchmarks/movement_study.py --work_dir outputs/movement_study   # runs what is missing
@@ -146,6 +147,7 @@ def render() -> str:
             m = r.get("masks") or {}
             share = (f"{100 * m['largest_1pct_pruned']:.1f}% | {100 * m['kept_also_kept_by_map']:.1f}%" if m
                      else "- | -")
+            what = what.replace("|", "\\|")  # |W| inside a table cell
             lines.append(f"| {what} | {steps} | {100 * r['test_accuracy']:.1f} | {loss:.3f} | {share} |")
         lines.append("")
     return "\n".join(lines)
