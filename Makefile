@@ -14,11 +14,12 @@ demo: bootstrap
 
 ## The whole test suite (unit, parity, end-to-end on real data, 2-process DDP).
 test: bootstrap
-	$(PY) -m plmkit.core.cli data prepare rt-polarity
+	$(PY) -m plmkit.core.cli data prepare rt-polarity trec
 	bash tools/run_tests.sh
 
 ## Unit tests only (no real-data end-to-end or DDP runs).
 test-fast: bootstrap
+	$(PY) -m plmkit.core.cli data prepare rt-polarity trec
 	bash tools/run_tests.sh -m "not slow and not ddp"
 
 ## Every package's performance benchmarks (packages/*/benchmarks/perf*.py), results in packages/*/benchmarks/results/.

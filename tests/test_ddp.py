@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from plmkit.core.testing import free_port
 from tests.helpers import NO_DROPOUT, TINY, write_toy_csvs
 
 pytestmark = pytest.mark.ddp
@@ -26,7 +27,7 @@ def _train(cmd_prefix, out, flags, batch):
 
 def test_two_process_ddp_matches_single_process(tmp_path):
     flags = write_toy_csvs(tmp_path / "d")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     ddp = _train(torchrun, tmp_path / "ddp", [*flags, "--ddp_backend", "gloo"], batch=4)
     single = _train([sys.executable], tmp_path / "single", flags, batch=8)
     assert set(ddp) == set(single)

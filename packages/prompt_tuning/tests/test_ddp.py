@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from plmkit.core.testing import write_toy_files
+from plmkit.core.testing import free_port, write_toy_files
 
 pytestmark = pytest.mark.ddp
 
@@ -32,7 +32,7 @@ def _train(prefix, out, data, batch):
 
 def test_two_processes_take_the_anchors_of_one(tmp_path):
     data = write_toy_files(tmp_path / "data", n_train=37, n_eval=16)  # 37: the two shards differ in size
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     ddp, ddp_metrics = _train(torchrun, tmp_path / "ddp", data, 4)
     single, single_metrics = _train([sys.executable], tmp_path / "single", data, 8)
     assert torch.equal(ddp["anchor_ids"], torch.arange(37)) and torch.equal(single["anchor_ids"], torch.arange(37))

@@ -114,16 +114,16 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path):
 @pytest.mark.slow
 def test_minilm_rt_polarity_smoke(tmp_path):
     out = tmp_path / "run"
-    argv = ["train", "--model_name_or_path", "minilm", "--data", "rt-polarity", "--max_train_samples", "480",
-            "--max_eval_samples", "200", "--max_length", "48",
-            "--max_steps", "30", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--bf16", "true",
+    argv = ["train", "--model_name_or_path", "minilm", "--data", "rt-polarity", "--max_train_samples", "64",
+            "--max_eval_samples", "32", "--max_length", "48",
+            "--max_steps", "6", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--bf16", "true",
             "--per_device_eval_batch_size", "100", "--report_to", "none",
             "--save_strategy", "no", "--disable_tqdm", "true", "--output_dir", str(out),
             "--method", "pst", "--method.sparsity", "0.5", "--method.train_head", "true"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    # 30 steps on 480 sentences check the mechanics on real data, not accuracy: PST at this budget can still
-    # predict one class (see the README's reproduction).
+    # 6 steps check the mechanics on the real model's shapes, not accuracy: that PST's default options learn on
+    # real data is the contract kit's test_default_options_learn_trec.
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["train_loss"] > 0, metrics
     model, _, _, _ = load_run(out)
     assert all(abs(m.sparsity - 0.5) < 1e-3 for m in model.modules() if hasattr(m, "pruned_count"))

@@ -14,11 +14,20 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from plmkit.core.models import load_model
 
-__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "tiny_dataset", "tiny_model", "write_toy_files"]
+__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "free_port", "tiny_dataset", "tiny_model", "write_toy_files"]
 
 # Each label has its own cue words, so a tiny model can learn the task in a few dozen steps.
 _CUES = [["good", "great", "best", "love", "fun"], ["bad", "terrible", "worst", "hate", "dull"], ["what", "who", "where"]]
 _FILLER = "the a movie film story is was it this that and of".split()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a torchrun rendezvous (tests may run in parallel processes)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def tiny_model(
