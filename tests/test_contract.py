@@ -42,10 +42,10 @@ def test_half_precision_checkpoints_train(case, dtype, tmp_path):
 @pytest.mark.ddp
 @pytest.mark.parametrize("case", [c for c in CASES if c.extra_passes], ids=[c.id for c in CASES if c.extra_passes])
 def test_two_processes_match_one(case, tmp_path):
-    check_ddp(case, tmp_path, port=29541 + CASES.index(case))
+    check_ddp(case, tmp_path)
 
 
-METHODS = sorted({case.method for case in CASES})
+METHODS = sorted({case.method for case in CASES if case.task == "classification" and case.trec_defaults})
 
 
 @pytest.mark.slow

@@ -75,6 +75,17 @@ def test_package_readme_results_are_rendered_from_the_json_files(script):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+# Benchmarks that render their own README block with `--render` (studies and sweeps next to a package's main table).
+RENDER_FLAG_SCRIPTS = sorted(p for p in ROOT.glob("packages/*/benchmarks/*.py") if '"--render"' in p.read_text())
+
+
+@pytest.mark.parametrize("script", RENDER_FLAG_SCRIPTS, ids=lambda p: f"{p.parents[1].name}/{p.stem}")
+def test_study_readme_blocks_are_rendered_from_the_json_files(script):
+    result = subprocess.run([sys.executable, str(script), "--render", "--check"], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_every_results_table_has_a_render_script():
     assert {_results_id(p) for p in RENDER_SCRIPTS} >= {
         "child_tuning", "pst", "cap", "structured_pruning", "cp_tuning", "upt"}

@@ -50,7 +50,9 @@ class ContractCase:
     `flags`: extra `plmkit train` flags; `exports`: "transformers" (AutoModelForSequenceClassification loads the
     export), "compacted" (`plmkit.core.sparsity.load_compacted` loads it) or None; `extra_passes`: the method
     reads the training data outside the training loop (Fisher, importance, banks, anchors), so the 2-process check
-    applies; `model`: the tiny alias.
+    applies; `model`: the tiny alias; `task`: the task the method trains; `trec_defaults`: the method fine-tunes any
+    sequence classifier, so `check_default_learns` runs it on MiniLM and TREC (off for methods that need their own
+    architecture).
     """
 
     method: str
@@ -59,6 +61,8 @@ class ContractCase:
     exports: str | None = "transformers"
     extra_passes: bool = False
     model: str = "tiny-bert"
+    task: str = "classification"
+    trec_defaults: bool = True
 
     @property
     def id(self) -> str:
@@ -173,7 +177,7 @@ def check_resume(case: ContractCase, tmp: Path) -> None:
         assert abs(full[key] - again[key]) <= 1e-5, (case.id, key, full[key], again[key])
 
 
-def check_ddp(case: ContractCase, tmp: Path, port: int = 29541) -> None:
+def check_ddp(case: ContractCase, tmp: Path, port: int | None = None) -> None:
     """2 processes (torchrun, gloo, batch 4 each) give the metrics of 1 process with batch 8 (relative 1e-4): the same
     global batches for training and evaluation."""
     if not case.extra_passes:
@@ -190,6 +194,9 @@ def check_ddp(case: ContractCase, tmp: Path, port: int = 29541) -> None:
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads((out / "metrics.json").read_text())
 
+    from plmkit.core.testing import free_port
+
+    port = port or free_port()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     two = run(torchrun, tmp / "ddp", 4, "--ddp_backend", "gloo")
     one = run([sys.executable], tmp / "single", 8)
