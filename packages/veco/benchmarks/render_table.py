@@ -1,0 +1,141 @@
+"""Render the VECO README's results block from packages/veco/benchmarks/results/veco_*.json (never typed by hand):
+the reproduction (BLEU, retrieval P@1, zero-shot book-group accuracy per arm, with paired verdicts on the paper's
+claims; "not run yet" without its json), its plot, and the step-cost measurement.
+
+    python packages/veco/benchmarks/render_table.py [--check]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from readme_block import mean_std, paired_verdict, render_cli  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+README = ROOT / "packages" / "veco" / "README.md"
+RESULTS = ROOT / "packages" / "veco" / "benchmarks" / "results"
+REPRO, PERF, PLOT = RESULTS / "veco_reproduction.json", RESULTS / "veco_perf.json", RESULTS / "veco_reproduction.png"
+START, END = "<!-- veco-results:start -->", "<!-- veco-results:end -->"
+ARMS = {"random": "(a) random init", "mlm": "(b) MLM-only pre-training", "veco": "(c) VECO CA-MLM"}
+#: (column, stage, metric, scale to points)
+COLUMNS = [
+    ("de->en BLEU", "nlg", "test_bleu", 1.0),
+    ("P@1 de->en", "retrieval", "p_at_1_de_en", 100.0),
+    ("P@1 fr->en", "retrieval", "p_at_1_fr_en", 100.0),
+    ("book group en", "classify", "accuracy_en", 100.0),
+    ("book group de (zero-shot)", "classify", "accuracy_de", 100.0),
+    ("book group fr (zero-shot)", "classify", "accuracy_fr", 100.0),
+]
+#: the paper's claims, as "A beats B" on one column
+CLAIMS = [
+    ("veco", "random", "de->en BLEU", "VECO init beats random init in translation (paper: +2.3 BLEU, WMT14, large)"),
+    ("veco", "mlm", "de->en BLEU", "CA-MLM beats MLM-only pre-training in translation (paper's ablation: +2.1 BLEU "
+                                   "over XLM with bilingual data, IWSLT14 De-En)"),
+    ("veco", "mlm", "P@1 de->en", "CA-MLM aligns languages better than MLM-only (paper: Tatoeba 75.1 vs XLM-R 57.3)"),
+    ("veco", "mlm", "P@1 fr->en", "the same, fr->en"),
+    ("veco", "mlm", "book group de (zero-shot)", "CA-MLM transfers better zero-shot (paper: XNLI +3.2 over XLM with "
+                                                 "bilingual data)"),
+    ("veco", "mlm", "book group fr (zero-shot)", "the same, French"),
+]
+
+
+def _values(data: dict) -> dict[tuple[str, str], dict[int, float]]:
+    """(arm, column) -> {seed: value in points}."""
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    for column, stage, metric, scale in COLUMNS:
+        for r in data["runs"]:
+            if r["stage"] == stage and metric in r:
+                out.setdefault((r["arm"], column), {})[r["seed"]] = scale * r[metric]
+    return out
+
+
+def reproduction(data: dict) -> list[str]:
+    values = _values(data)
+    s = data["settings"]
+    p, m, c = s["pretrain"], s["mt"], s["cls"]
+    lines = [
+        f"Setup: {' '.join(s['setup'].split())}",
+        "",
+        f"Budget: pre-training {p['steps']:,} steps of {p['batch']} pairs (max length {p['max_length']}, lr "
+        f"{p['lr']}) per arm; translation {m['steps']:,} steps of {m['batch']} pairs, BLEU of beam-{m['beams']} "
+        f"outputs on {m['eval_samples']:,} held-out verses; retrieval on {s['retrieval']:,} held-out verse pairs; "
+        f"book groups: {c['train']:,} English training verses, {c['steps']:,} steps, {c['eval_samples']:,} test verses "
+        "per language.",
+        "",
+        "| arm | seeds | " + " | ".join(col for col, *_ in COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
+    ]
+    for arm, label in ARMS.items():
+        cells, seeds = [], set()
+        for column, *_ in COLUMNS:
+            runs = values.get((arm, column), {})
+            seeds |= set(runs)
+            if runs:
+                mean, std = mean_std(list(runs.values()))
+                cells.append(f"{mean:.2f} ± {std:.2f}")
+            else:
+                cells.append("-")
+        lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
+    lines += ["", "BLEU in sacreBLEU points, P@1 and accuracy in %, mean ± std over seeds.", "",
+              "Verdicts (A - B in points, runs paired by seed: mean difference +- its standard error; **supported** "
+              "only where the mean exceeds twice its standard error, **contradicted** below minus twice, otherwise "
+              "within noise):", "", "| claim | A - B | verdict |", "|---|---|---|"]
+    for a, b, column, claim in CLAIMS:
+        va, vb = values.get((a, column)), values.get((b, column))
+        cell = str(paired_verdict(va, vb, scale=1.0)) if va and vb and set(va) & set(vb) else "not run"
+        lines.append(f"| {claim} | {ARMS[a].split(' ', 1)[1]} - {ARMS[b].split(' ', 1)[1]}, {column} | {cell} |")
+    lines += ["", "![BLEU and P@1 per arm](benchmarks/results/veco_reproduction.png)", ""]
+    return lines
+
+
+def perf(p: dict) -> list[str]:
+    return [f"Step cost ({p['setup']}):", "",
+            "| measure | CA-MLM step / MLM step | target |", "|---|---|---|",
+            f"| process CPU time | {p['ratio_cpu']:.2f}x | <= {p['target_ratio']}x |",
+            f"| wall time (shared machine, load {p['load_average']:.1f}) | {p['ratio_wall']:.2f}x | |", ""]
+
+
+def render() -> str:
+    lines: list[str] = []
+    if REPRO.exists() and json.loads(REPRO.read_text()).get("runs"):
+        lines += reproduction(json.loads(REPRO.read_text()))
+    else:
+        lines += ["Reproduction: not run yet (`packages/veco/benchmarks/reproduce.py` writes "
+                  "`benchmarks/results/veco_reproduction.json`; the lead runs it).", ""]
+    if PERF.exists():
+        lines += perf(json.loads(PERF.read_text()))
+    return "\n".join(lines).rstrip()
+
+
+def plot() -> None:
+    if not REPRO.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = _values(json.loads(REPRO.read_text()))
+    shown = ["de->en BLEU", "P@1 de->en", "P@1 fr->en"]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2))
+    for ax, column in zip(axes, shown, strict=True):
+        arms = [a for a in ARMS if values.get((a, column))]
+        stats = [mean_std(list(values[(a, column)].values())) for a in arms]
+        ax.bar(range(len(arms)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=4,
+               color=["#999999", "#6699cc", "#cc6633"][: len(arms)])
+        ax.set_xticks(range(len(arms)), [a for a in arms])
+        ax.set_title(column)
+    fig.suptitle("Small VECO on the Bible, held-out books (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+
+
+def main() -> None:
+    render_cli(README, START, END, render, plot)
+
+
+if __name__ == "__main__":
+    main()
