@@ -1,0 +1,228 @@
+"""Render the CAPT README's results blocks from packages/capt/benchmarks/results/capt_*.json.
+
+Replaces the text between `<!-- capt-results:start -->` and `<!-- capt-results:end -->` in packages/capt/README.md
+(the reproduction: continued pre-training, few-shot fine-tuning with paired verdicts, noise invariance; "not run yet"
+without capt_reproduction.json) and between `<!-- capt-perf:start -->` and `<!-- capt-perf:end -->` (step cost,
+capt_perf.json), and draws results/capt_geometry.png (alignment and uniformity of h, from the probe stage). Tables
+are generated, never typed.
+
+    .venv/bin/python packages/capt/benchmarks/render_table.py [--check]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from readme_block import mean_std, paired_verdict, render_cli, replace_block  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+RESULTS = ROOT / "packages" / "capt" / "benchmarks" / "results"
+README = ROOT / "packages" / "capt" / "README.md"
+REPRO = RESULTS / "capt_reproduction.json"
+PERF = RESULTS / "capt_perf.json"
+PLOT = RESULTS / "capt_geometry.png"
+START, END = "<!-- capt-results:start -->", "<!-- capt-results:end -->"
+PERF_START, PERF_END = "<!-- capt-perf:start -->", "<!-- capt-perf:end -->"
+NAMES = {"minilm": "MiniLM (no continued pre-training)", "mlm": "MLM only", "mlm_time": "MLM only, same CPU time",
+         "capt": "MLM + CAPT"}
+EXTRA_METRIC = {"trec": ("test_macro_f1", "macro F1"), "sms-spam": ("test_f1", "F1")}
+VERDICT_RULE = ("runs paired by seed: mean difference +- its standard error; **supported** only where the mean exceeds "
+                "twice its standard error, **contradicted** below minus twice, otherwise within noise")
+
+
+def head_note(runs: list[dict]) -> str:
+    head = next((r for r in runs if r["stage"] == "head"), None)
+    if head is None:
+        return ""
+    return (f"; every variant starts from its masked-LM head trained alone for {head['steps']} steps, MLM loss "
+            f"{head['first_loss']:.2f} -> {head['last_loss']:.2f}")
+
+
+def pretrain_table(runs: list[dict]) -> str:
+    rows = {r["model"]: r for r in runs if r["stage"] == "pretrain"}
+    if not rows:
+        return "(the pre-training runs have not finished yet)"
+    lines = ["| continued pre-training | steps | val. masked loss | val. masked acc. | last loss/capt | "
+             "alignment / uniformity of z | CPU s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for model in ("mlm", "mlm_time", "capt"):
+        r = rows.get(model)
+        if r is None:
+            continue
+        capt_losses = [f"{c['loss/capt']:.3f}" for c in r.get("curve", []) if "loss/capt" in c]
+        geometry = (f"{r['capt_alignment']:.3f} / {r['capt_uniformity']:.3f}" if "capt_alignment" in r else "-")
+        lines.append(f"| {NAMES[model]} | {r['steps']:,} | {r['eval_masked_loss']:.3f} | "
+                     f"{100 * r['eval_masked_accuracy']:.2f} | {capt_losses[-1] if capt_losses else '-'} | {geometry} | "
+                     f"{r['process_cpu_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def finetune_tables(runs: list[dict], tasks: list[str], regime: str = "k16") -> str:
+    cells: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    for r in runs:
+        if r["stage"] == "finetune" and r.get("regime", "k16") == regime:
+            cell = cells.setdefault((r["task"], r["model"]), {})
+            for metric in ("test_accuracy", *(m for m, _ in EXTRA_METRIC.values())):
+                if metric in r:
+                    cell.setdefault(metric, {})[r["seed"]] = r[metric]
+    if not cells:
+        return "(no fine-tuning run has finished yet)"
+    models = [m for m in NAMES if any((t, m) in cells for t in tasks)]
+    lines = ["| task | " + " | ".join(NAMES[m] for m in models) + " |", "|---|" + "---:|" * len(models)]
+    for task in tasks:
+        row = []
+        for model in models:
+            cell = cells.get((task, model), {})
+            if "test_accuracy" not in cell:
+                row.append("-")
+                continue
+            mean, std = mean_std([100 * v for v in cell["test_accuracy"].values()])
+            text = f"{mean:.2f} ± {std:.2f} (n={len(cell['test_accuracy'])})"
+            extra = EXTRA_METRIC.get(task)
+            if extra and extra[0] in cell:
+                e_mean, e_std = mean_std([100 * v for v in cell[extra[0]].values()])
+                text += f"; {extra[1]} {e_mean:.2f} ± {e_std:.2f}"
+            row.append(text)
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+    claims = [("capt", "mlm"), ("capt", "mlm_time"), ("capt", "minilm"), ("mlm", "minilm")]
+    lines += ["", f"Verdicts (test accuracy points, A - B, {VERDICT_RULE}):", "",
+              "| claim (A - B) | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for a, b in claims:
+        out = []
+        for task in tasks:
+            x, y = cells.get((task, a), {}).get("test_accuracy"), cells.get((task, b), {}).get("test_accuracy")
+            out.append(str(paired_verdict(x, y)) if x and y and set(x) & set(y) else "-")
+        lines.append(f"| {NAMES[a]} - {NAMES[b]} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def probe_tables(runs: list[dict]) -> str:
+    probes = {r["model"]: r for r in runs if r["stage"] == "probe"}
+    if not probes:
+        return "(the noise-invariance probe has not run yet)"
+    models = [m for m in NAMES if m in probes]
+    first = probes[models[0]]
+    noises = list(first["cls"])
+    lines = ["| pooling | noise | " + " | ".join(NAMES[m] for m in models) + " | MLM + CAPT - MLM only |",
+             "|---|---|" + "---:|" * len(models) + "---|"]
+    for pooling in ("cls", "mean"):
+        for noise in noises:
+            values = {m: probes[m][pooling][noise] for m in models}
+            verdict = "-"
+            if "capt" in values and "mlm" in values:
+                v = paired_verdict(dict(enumerate(values["capt"])), dict(enumerate(values["mlm"])))
+                verdict = f"{v.mean_difference:+.2f} +- {v.standard_error:.2f} ({v.n} sentences): {v.verdict}"
+            lines.append(f"| {pooling} | {noise} | " + " | ".join(f"{statistics.mean(values[m]):.4f}" for m in models)
+                         + f" | {verdict} |")
+    lines += geometry_table(probes, models)
+    return (f"Mean cos(h(x), h(x~)) over {first['sentences']} test sentences of the corpus (15% of the tokens "
+            "corrupted, at least one; h = [CLS] state or mean of the last hidden states). The row `unrelated` is the "
+            "reference cos(h(x), h(y)) of two different sentences: an anisotropic encoder scores every pair near 1, "
+            "so a noise's invariance is its gap above that row, not its cosine alone. Verdict column: cosine x 100, "
+            "paired by sentence (the same corrupted sentences for every model), the same rule as above.\n\n"
+            + "\n".join(lines))
+
+
+def geometry_table(probes: dict[str, dict], models: list[str]) -> list[str]:
+    """Alignment (masking) and uniformity of the l2-normalised h per model and pooling, and the plot's link."""
+    if not all("geometry" in probes[m] for m in models):
+        return []
+    lines = ["", "Alignment (E ||h(x) - h(x~)||^2 under masking) / uniformity (log E exp(-2 ||h(x) - h(y)||^2)) of the "
+             "l2-normalised h (Wang & Isola 2020; lower is better for both):", "",
+             "| pooling | " + " | ".join(NAMES[m] for m in models) + " |", "|---|" + "---:|" * len(models)]
+    for pooling in ("cls", "mean"):
+        cells = [probes[m]["geometry"][pooling] for m in models]
+        lines.append(f"| {pooling} | " + " | ".join(f"{c['alignment']:.4f} / {c['uniformity']:.3f}" for c in cells)
+                     + " |")
+    if PLOT.exists():
+        lines += ["", f"![alignment and uniformity of h]({PLOT.relative_to(README.parent).as_posix()})"]
+    return lines
+
+
+def plot(path: Path = REPRO) -> None:
+    """results/capt_geometry.png: uniformity against alignment of h for each model, one panel per pooling."""
+    if not path.exists():
+        return
+    probes = {r["model"]: r for r in json.loads(path.read_text())["runs"] if r["stage"] == "probe" and "geometry" in r}
+    if not probes:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, pooling in zip(axes, ("cls", "mean"), strict=True):
+        for model in (m for m in NAMES if m in probes):
+            g = probes[model]["geometry"][pooling]
+            ax.scatter(g["alignment"], g["uniformity"], label=NAMES[model])
+        ax.set_xlabel("alignment (masking), lower: more invariant")
+        ax.set_ylabel("uniformity, lower: more spread")
+        ax.set_title(f"h = {pooling} pooling")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=120)
+    plt.close(fig)
+
+
+def render_reproduction(path: Path = REPRO) -> str:
+    if not path.exists():
+        return ("Not run yet (`packages/capt/benchmarks/reproduce.py` writes "
+                "`benchmarks/results/capt_reproduction.json`).")
+    data = json.loads(path.read_text())
+    s, runs = data["settings"], data["runs"]
+    models = s.get("models", ["minilm", "mlm", "capt"])  # jsons written before mlm_time existed
+    full_seeds = s.get("full_seeds", [])
+    planned = (("head_steps" in s) + (len(models) - 1) + len(models)  # head, pre-training, probe
+               + len(models) * len(s["tasks"]) * (len(s["seeds"]) + len(full_seeds)))
+    status = "complete" if len(runs) >= planned else (f"INCOMPLETE: {len(runs)} of {planned} jobs (rerun the script "
+                                                      f"to finish, it resumes)")
+    return "\n".join([
+        f"Setup: {s['base_model']} continued on `--data builtin-text` for {s['pretrain_steps']:,} steps (batch 32, "
+        f"max_length 64, lr 5e-5, bf16, seed 42"
+        + (f"; MLM only, same CPU time: {s['mlm_time_steps']:,} steps" if "mlm_time_steps" in s else "")
+        + head_note(runs)
+        + f"), then fine-tuned with K = 16 per class, {s['finetune_steps']} steps, seeds {s['seeds']}"
+        + (f", and with the first {s['full_examples']:,} training examples, 2 epochs, seeds {full_seeds}"
+           if full_seeds else "")
+        + f". Status: {status}.",
+        "", "#### Continued pre-training", "", pretrain_table(runs),
+        "", "#### Few-shot fine-tuning (test accuracy %, mean ± std over seeds)", "", finetune_tables(runs, s["tasks"]),
+        *(["", f"#### Fine-tuning on {s['full_examples']:,} examples (test accuracy %, mean ± std over seeds)", "",
+           finetune_tables(runs, s["tasks"], "n1000")] if full_seeds else []),
+        "", "#### Noise invariance of h", "", probe_tables(runs),
+    ])
+
+
+def render_perf(path: Path = PERF) -> str:
+    if not path.exists():
+        return "Not run yet (`packages/capt/benchmarks/perf.py` writes `benchmarks/results/capt_perf.json`)."
+    d = json.loads(path.read_text())
+    lines = ["| step | CPU-time ratio to the MLM step (median) | user-time ratio | wall-time ratio | target | met |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, label in (("capt", "MLM + CAPT"), ("capt_stop_gradient", "MLM + CAPT, stop_gradient_clean")):
+        ratio, target = d["ratio_cpu_median"][name], d["targets"][name]
+        lines.append(f"| {label} | {ratio:.3f} | {d['ratio_user_median'][name]:.3f} | "
+                     f"{d['ratio_wall_median'][name]:.3f} | <= {target} | {'yes' if ratio <= target else 'no'} |")
+    malloc = "glibc's default malloc" if d["malloc"] == "glibc defaults" else f"malloc: `GLIBC_TUNABLES={d['malloc']}`"
+    load = f"; load average {d['load_average_1min_at_end']} at the end" if "load_average_1min_at_end" in d else ""
+    lines += ["", f"{d['model']}; MLM step {d['mlm_step_cpu_s_median']:.2f} CPU s (median); {d['rounds']} interleaved "
+              f"rounds of {d['steps_per_round']} steps per variant; {malloc}; torch {d['torch']}, {d['machine']}{load}. "
+              "CPU time is user + system time of the process; wall time on a shared machine is the least reliable."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    check = "--check" in sys.argv[1:]
+    if replace_block(README, PERF_START, PERF_END, render_perf(), check=check) and check:
+        sys.exit(f"{README} is out of date: run {Path(sys.argv[0]).name}")
+    if not check:
+        plot()  # first, so that the block links the image when there is one
+    render_cli(README, START, END, render_reproduction)
+
+
+if __name__ == "__main__":
+    main()

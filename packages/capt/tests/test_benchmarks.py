@@ -1,0 +1,74 @@
+"""The reproduction's bookkeeping without running it: mlm_time's steps from the measured step cost, and the README
+block rendered from a small made-up json (every stage present, the verdict rows, the geometry table)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"capt_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mlm_time_gets_the_steps_a_capt_run_costs():
+    repro = _load("reproduce")
+    ratio = json.loads((BENCHMARKS / "results" / "capt_perf.json").read_text())["ratio_cpu_median"]["capt"]
+    assert repro.variant_steps("mlm_time", 1000) == round(1000 * ratio)
+    assert repro.variant_steps("mlm", 1000) == repro.variant_steps("capt", 1000) == 1000
+    flags = repro.pretrain_flags("mlm_time", 1888, "m", smoke=False)
+    assert flags[flags.index("--method") + 1] == "finetune"  # MLM only
+
+
+def test_the_two_fine_tuning_regimes():
+    repro = _load("reproduce")
+    k16 = repro.finetune_flags({"task": "trec", "seed": 21, "regime": "k16"}, "m", 50)
+    n1000 = repro.finetune_flags({"task": "trec", "seed": 21, "regime": "n1000"}, "m", 50)
+    assert k16[k16.index("--few_shot_k") + 1] == "16" and k16[k16.index("--max_steps") + 1] == "50"
+    assert n1000[n1000.index("--max_train_samples") + 1] == "1000" and "--few_shot_k" not in n1000
+    assert "--max_steps" not in n1000 and n1000[n1000.index("--seed") + 1] == "21"
+
+
+def _made_up_runs(seeds: list[int]) -> list[dict]:
+    runs: list[dict] = [{"stage": "head", "model": "minilm", "steps": 300, "first_loss": 9.0, "last_loss": 4.0}]
+    for model, steps in (("mlm", 10), ("mlm_time", 19), ("capt", 10)):
+        runs.append({"stage": "pretrain", "model": model, "steps": steps, "eval_masked_loss": 3.0,
+                     "eval_masked_accuracy": 0.4, "process_cpu_s": 100.0,
+                     "curve": [{"step": steps, "loss/capt": 0.5}] if model == "capt" else [],
+                     **({"capt_alignment": 0.2, "capt_uniformity": -3.0} if model == "capt" else {})})
+    for model in ("minilm", "mlm", "mlm_time", "capt"):
+        cos = {noise: [0.9, 0.8] for noise in ("masking", "shuffling", "substitution", "unrelated")}
+        runs.append({"stage": "probe", "model": model, "sentences": 2, "cls": cos, "mean": cos,
+                     "geometry": {p: {"alignment": 0.1, "uniformity": -2.0} for p in ("cls", "mean")}})
+        for regime in ("k16", "n1000"):
+            for seed in seeds:
+                runs.append({"stage": "finetune", "regime": regime, "model": model, "task": "trec", "seed": seed,
+                             "test_accuracy": (0.5 if regime == "k16" else 0.8) + (0.01 * seed if model == "capt"
+                                                                                   else 0.0)})
+    return runs
+
+
+def test_the_readme_block_renders_every_stage(tmp_path):
+    render = _load("render_table")
+    seeds = [13, 21, 42]
+    path = tmp_path / "repro.json"
+    settings = {"base_model": "minilm", "pretrain_steps": 10, "mlm_time_steps": 19, "head_steps": 300,
+                "models": ["minilm", "mlm", "mlm_time", "capt"], "finetune_steps": 50, "seeds": seeds,
+                "full_seeds": seeds, "full_examples": 1000, "tasks": ["trec"]}
+    path.write_text(json.dumps({"settings": settings, "runs": _made_up_runs(seeds)}))
+    text = render.render_reproduction(path)
+    assert "Status: complete." in text and "MLM only, same CPU time: 19 steps" in text
+    assert "MLM loss 9.00 -> 4.00" in text
+    k16, n1000 = text.split("#### Fine-tuning on 1,000 examples")
+    assert "| trec | 50.00 ± 0.00 (n=3) |" in k16 and "| trec | 80.00 ± 0.00 (n=3) |" in n1000
+    assert "| MLM + CAPT - MLM only, same CPU time |" in text  # the equal-compute claim has its row
+    assert "| cls | unrelated |" in text and "0.1000 / -2.000" in text  # the reference row and the geometry table
+    runs = _made_up_runs(seeds)[:-1]  # one fine-tuning run missing
+    path.write_text(json.dumps({"settings": settings, "runs": runs}))
+    assert f"INCOMPLETE: {len(runs)} of {len(runs) + 1} jobs" in render.render_reproduction(path)
