@@ -1,0 +1,53 @@
+"""The benchmark scripts' mechanics on tiny data: the reproduction runs every arm, resumes without repeating a run,
+draws the retrieval figure, and its table and verdicts render; the README matches the json files."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"vlp_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_results_block_matches_the_json_files():
+    result = subprocess.run([sys.executable, str(BENCH / "render_table.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeypatch):
+    reproduce, render = _script("reproduce"), _script("render_table")
+    output = tmp_path / "vlp_reproduction.json"
+    figure = importlib.util.find_spec("matplotlib") is not None  # the bench extra draws the figure
+    argv = ["reproduce.py", "--smoke", "--seeds", "1", "2", "--encoders", "test_resnet", "--max_steps", "2",
+            "--batch_size", "6", "--output", str(output), *(["--figure"] if figure else []), "--method_option",
+            "mlm_weight=0.5", "--work_dir", str(tmp_path / "work")]
+    monkeypatch.setattr(sys, "argv", argv)
+    reproduce.main()
+    runs = json.loads(output.read_text())["runs"]
+    assert sorted((r["arm"], r["seed"]) for r in runs) == sorted(
+        (arm, seed) for arm in ("dual_encoder", "single", "two", "alternate") for seed in (1, 2))
+    for r in runs:
+        keys = ["emb_t2i_r1", "emb_i2t_r10"] + ([] if r["arm"] == "dual_encoder" else
+                                                ["itm_single_t2i_r1", "itm_two_t2i_r1", "itm_single_i2t_r5"])
+        assert all(0.0 <= r[k] <= 1.0 for k in keys), r
+        assert r["steps"] == 2 and r["batch_size"] == 6
+    assert output.with_suffix(".png").exists() == figure and (not figure or output.with_suffix(".png").stat().st_size)
+    config = (tmp_path / "work" / "alternate-test_resnet-2" / "plmkit_config.yaml").read_text()
+    assert "mlm_weight: 0.5" in config and "mode_schedule: alternate" in config
+    reproduce.main()  # everything is done: nothing runs again
+    assert len(json.loads(output.read_text())["runs"]) == 8
+    text = render.render(tmp_path)
+    assert text.count("| test_resnet |") == 4 + 2  # 4 arms in the table, 2 comparisons in the verdicts
+    assert "(2 seeds)" in text and "alternate - two-only, two-stream evaluation" in text
+    assert "semvlp options mlm_weight=0.5" in text
