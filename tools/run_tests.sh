@@ -10,7 +10,7 @@ workers=${PLMKIT_TEST_WORKERS:-$(( cores < 2 ? cores : 2 ))}
 args=()
 if [ "$workers" -gt 1 ]; then
     export OMP_NUM_THREADS=1 PLMKIT_NUM_THREADS=1
-    args=(-n "$workers")
+    args=(-n "$workers" --dist worksteal)
 fi
 .venv/bin/python -m pytest "${args[@]}" "$@"
 rc=$?
