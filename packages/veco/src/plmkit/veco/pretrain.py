@@ -41,6 +41,7 @@ from transformers import EvalPrediction
 from plmkit.core.errors import DataError, TaskError
 from plmkit.core.losses import mask_tokens
 from plmkit.core.tasks import Task, TaskConfig
+from plmkit.core.tasks.masked_lm import eval_generator
 from plmkit.core.tasks.seq2seq import read_pairs, read_parallel
 from plmkit.veco.configuration import VecoConfig
 from plmkit.veco.modeling import OBJECTIVES, VecoForPreTraining, term_names
@@ -116,11 +117,6 @@ class PairCollator:
         return batch
 
 
-def _eval_generator(seed: int, example_id: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, example_id, 7]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 class VecoPretrainTask(Task):
     name = "veco_pretrain"
     config_class = VecoPretrainConfig
@@ -188,7 +184,7 @@ class VecoPretrainTask(Task):
         def fix_masks(batch: dict[str, list]) -> dict[str, list]:
             out: dict[str, list] = {k: [] for ids_key, _, labels_key in SIDES for k in (ids_key, labels_key)}
             for i, example in enumerate(batch["example_id"]):
-                generator = _eval_generator(self.config.seed, int(example))
+                generator = eval_generator(self.config.seed, int(example), 7)
                 for ids_key, _, labels_key in SIDES:
                     row = torch.tensor([batch[ids_key][i]])
                     ids, labels = mask_tokens(row, collator.maskable(row, torch.ones_like(row)), collator.mask_id,

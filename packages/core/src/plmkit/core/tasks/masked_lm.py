@@ -337,8 +337,10 @@ class MaskedLMCollator:
         return batch
 
 
-def _eval_generator(seed: int, example_id: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, example_id]).generate_state(2, dtype=np.uint32)
+def eval_generator(seed: int, example_id: int, *keys: int) -> torch.Generator:
+    """A torch generator fixed by (seed, example id, keys): the same masks for an example in every evaluation,
+    whatever the batch it falls in. Tasks with more than one masked view pass a key per view."""
+    state = np.random.SeedSequence([seed, example_id, *keys]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
@@ -493,7 +495,7 @@ def _fixed_masks(batch: dict[str, list], collator: MaskedLMCollator, seed: int) 
         words = torch.tensor([batch["word_ids"][i]], dtype=torch.long) if collator.whole_word else None
         corrupted, labels = mask_tokens(
             row, collator.maskable(row, torch.ones_like(row)), collator.mask_id, collator.vocab_size,
-            collator.probability, generator=_eval_generator(seed, int(batch["example_id"][i])), whole_words=words,
+            collator.probability, generator=eval_generator(seed, int(batch["example_id"][i])), whole_words=words,
         )
         out["input_ids"].append(corrupted[0].tolist())
         out["labels"].append(labels[0].tolist())
