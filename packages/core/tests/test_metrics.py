@@ -40,3 +40,25 @@ def test_compute_combines_and_rejects_unknown():
     assert out == {"accuracy": 0.5, "f1": pytest.approx(2 / 3)}
     with pytest.raises(ValueError, match="unknown metric"):
         metrics.compute(["rouge"], [1], [1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_accuracy_and_f1_equal_scikit_learns(seed):
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(seed)
+    classes = 2 + seed  # 2..6 classes; some labels never predicted or never present
+    ref = rng.integers(0, classes, 40)
+    pred = np.where(rng.random(40) < 0.5, ref, rng.integers(0, classes + 1, 40))
+    assert metrics.accuracy(pred, ref)["accuracy"] == pytest.approx(skm.accuracy_score(ref, pred), abs=1e-12)
+    assert metrics.macro_f1(pred, ref)["macro_f1"] == pytest.approx(
+        skm.f1_score(ref, pred, average="macro", zero_division=0), abs=1e-12)
+    binary_ref, binary_pred = ref % 2, pred % 2
+    assert metrics.f1(binary_pred, binary_ref)["f1"] == pytest.approx(
+        skm.f1_score(binary_ref, binary_pred, average="binary", zero_division=0), abs=1e-12)
+    assert metrics.f1([0, 0], [0, 0])["f1"] == skm.f1_score([0, 0], [0, 0], zero_division=0) == 0.0
+
+
+def test_binary_f1_rejects_more_than_two_labels():
+    with pytest.raises(ValueError, match="binary F1 needs labels 0 and 1"):
+        metrics.f1([0, 2], [1, 2])
