@@ -7,7 +7,14 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from plmkit.core.sparsity import MaskedLinear, mask_linears, masked_layers, set_sparsity, set_threshold
+from plmkit.core.sparsity import (
+    MaskedLinear,
+    frozen_masks,
+    mask_linears,
+    masked_layers,
+    set_sparsity,
+    set_threshold,
+)
 from plmkit.core.testing import tiny_model
 
 
@@ -141,3 +148,50 @@ def test_mask_settings_travel_with_the_state_dict():
     fresh = MaskedLinear.from_linear(nn.Linear(10, 6), scorer="movement")
     fresh.load_state_dict(trained.state_dict())
     assert fresh.num_pruned == int(0.7 * 60) and torch.equal(fresh.mask(), trained.mask())
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(12, 7), Conv1D(7, 12)], ids=["linear", "conv1d"])
+@pytest.mark.parametrize("mode", ["topk", "threshold"])
+def test_frozen_masks_compute_the_mask_once_per_block_for_no_grad_forwards(layer, mode, monkeypatch):
+    masked = MaskedLinear.from_linear(layer, scorer="movement", mode=mode, sparsity=0.5, threshold=0.1)
+    with torch.no_grad():
+        masked.scores.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, 12)
+    with torch.no_grad():
+        expected = masked(x)
+    calls = []
+    original = MaskedLinear.mask
+    monkeypatch.setattr(MaskedLinear, "mask", lambda self: calls.append(1) or original(self))
+    with frozen_masks(nn.Sequential(masked)), torch.no_grad():
+        assert torch.equal(masked(x), expected) and torch.equal(masked(x), expected)
+    assert len(calls) == 1
+    with frozen_masks(masked):  # forwards with gradient still compute the mask and reach the scores
+        masked(x).sum().backward()
+        masked(x).sum().backward()
+    assert len(calls) == 3 and masked.scores.grad is not None
+    with torch.no_grad():  # leaving the block drops the stored weight: a new sparsity applies
+        masked.scores.add_(torch.randn_like(masked.scores))
+        masked.sparsity, masked.threshold = 0.25, 0.5
+        with frozen_masks(masked):
+            again = masked(x)
+        assert masked._frozen_weight is None and not torch.equal(again, expected)
+        torch.testing.assert_close(again, x @ masked.linear_weight().t() + masked.bias, rtol=0, atol=0)
+
+
+def test_evaluation_inside_the_trainer_uses_frozen_masks(monkeypatch):
+    from transformers import TrainingArguments
+
+    from plmkit.core.training import Trainer
+
+    model, _ = tiny_model("bert")
+    mask_linears(model, scorer="magnitude", sparsity=0.5)
+    seen = []
+    original = MaskedLinear.forward
+    monkeypatch.setattr(MaskedLinear, "forward", lambda self, x: seen.append(self._frozen) or original(self, x))
+    ids = torch.randint(3, model.config.vocab_size, (6, 5), generator=torch.Generator().manual_seed(0))
+    data = [{"input_ids": i, "attention_mask": torch.ones_like(i), "labels": torch.tensor(k % 2)}
+            for k, i in enumerate(ids)]
+    args = TrainingArguments("unused", per_device_eval_batch_size=2, report_to=[], use_cpu=True, disable_tqdm=True)
+    Trainer(model, args).evaluate(data)
+    assert seen and all(seen)
+    assert all(not layer._frozen and layer._frozen_weight is None for _, layer in masked_layers(model))

@@ -39,7 +39,7 @@ from plmkit.cap.representations import RepresentationTap
 from plmkit.cap.teacher import finetune_teacher, load_teacher
 from plmkit.core.losses import distillation_loss
 from plmkit.core.pruning import movement_parameter_groups
-from plmkit.core.sparsity import masked_sparsity
+from plmkit.core.sparsity import frozen_masks, masked_sparsity
 from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodContext, MethodError
 
@@ -253,10 +253,11 @@ class CAPMethod(Method):
         model.train(train_mode)
         ids, parts = [], []
         try:
-            for batch in ctx.batches(batch_size=ctx.args.per_device_eval_batch_size):
-                model(**_encoder_inputs(batch))
-                parts.append(tap.pop().float())
-                ids.append(batch[EXAMPLE_ID].long())
+            with torch.no_grad(), frozen_masks(model):
+                for batch in ctx.batches(batch_size=ctx.args.per_device_eval_batch_size):
+                    model(**_encoder_inputs(batch))
+                    parts.append(tap.pop().float())
+                    ids.append(batch[EXAMPLE_ID].long())
         finally:
             model.train(was_training)
         rows, reps = ctx.all_gather(torch.cat(ids)).cpu(), ctx.all_gather(torch.cat(parts)).cpu()

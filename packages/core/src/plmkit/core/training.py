@@ -54,6 +54,7 @@ from transformers import EvalPrediction, TrainerCallback, get_scheduler
 from plmkit.core import metrics as metrics_lib
 from plmkit.core.errors import MethodError, NonFiniteError
 from plmkit.core.registry import Registry
+from plmkit.core.sparsity.layers import frozen_masks
 
 __all__ = [
     "FinetuneConfig",
@@ -563,7 +564,15 @@ class Trainer(transformers.Trainer):
             finally:
                 self._in_task_evaluate = False
         self.method.before_evaluate(self.method_context)
-        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
+        with frozen_masks(self.model):  # the weights do not change while evaluating: one top-k per masked layer
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
+                                    **kwargs)
+
+    def predict(self, test_dataset: Any, ignore_keys: Any = None, metric_key_prefix: str = "test",
+                **kwargs: Any) -> Any:
+        with frozen_masks(self.model):
+            return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
+                                   **kwargs)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset

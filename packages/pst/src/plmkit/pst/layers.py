@@ -23,7 +23,6 @@ output rows gets its own U, V, A, B, C and its own top-k, exactly like the refer
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -227,9 +226,6 @@ class PSTLinear(MaskedLinear):
         """M * (W0 + beta U V) in the wrapped weight's layout ([in, out] for Conv1D), as export writes it."""
         weight = self.linear_weight()
         return weight.t().contiguous() if self.transposed else weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.linear_weight(), self.bias)
 
     def trainable_count(self) -> int:
         """(r1 + r2 + 1)(n + k) per (block) matrix (U, V, A, B, R, C)."""

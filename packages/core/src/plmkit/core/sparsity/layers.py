@@ -10,7 +10,8 @@ weights and state-dict keys are unchanged; movement scores add one ``scores`` en
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "set_sparsity",
     "set_threshold",
     "effective_weight",
+    "frozen_masks",
     "initial_scores",
     "is_linear",
 ]
@@ -97,6 +99,8 @@ class MaskedLinear(nn.Module):
         self.min_kept = int(min_kept_fraction * weight.numel()) + 1 if min_kept_fraction > 0 else 0
         if scorer == "movement":
             self.scores = nn.Parameter(initial_scores(weight, scores_init))
+        self._frozen = False  # inside `frozen_masks`: no-grad forwards reuse one masked weight
+        self._frozen_weight: torch.Tensor | None = None
 
     @classmethod
     def from_linear(
@@ -167,9 +171,17 @@ class MaskedLinear(nn.Module):
     def masked_weight(self) -> torch.Tensor:
         return self.weight * self.mask()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def linear_weight(self) -> torch.Tensor:
+        """The masked weight in ``nn.Linear`` layout [out, in], as forward applies it."""
         weight = self.masked_weight()
-        return F.linear(x, weight.t() if self.transposed else weight, self.bias)
+        return weight.t() if self.transposed else weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._frozen and not torch.is_grad_enabled():
+            if self._frozen_weight is None:
+                self._frozen_weight = self.linear_weight()
+            return F.linear(x, self._frozen_weight, self.bias)
+        return F.linear(x, self.linear_weight(), self.bias)
 
     def extra_repr(self) -> str:
         target = (
@@ -179,6 +191,26 @@ class MaskedLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, scorer={self.scorer}, "
             f"mode={self.mode}, {target}, transposed={self.transposed}"
         )
+
+
+@contextmanager
+def frozen_masks(model: nn.Module) -> Iterator[nn.Module]:
+    """Within this block, every ``MaskedLinear`` of ``model`` computes its masked weight once, at its first forward
+    without gradient, and reuses it for the block's other no-grad forwards (evaluation, representation passes):
+    the top-k over the scores costs more than the layer's matmul at small batches. Forwards with gradient still
+    compute the mask. The weights, scores and sparsity must not change inside the block; leaving it drops the
+    stored weights."""
+    layers = [m for m in model.modules() if isinstance(m, MaskedLinear)]
+    previous = [m._frozen for m in layers]
+    for m in layers:
+        m._frozen = True
+    try:
+        yield model
+    finally:
+        for m, was in zip(layers, previous, strict=True):
+            m._frozen = was
+            if not was:
+                m._frozen_weight = None
 
 
 def initial_scores(weight: torch.Tensor, init: float | str = 0.0) -> torch.Tensor:
