@@ -1,35 +1,26 @@
 """Two-process DDP (torchrun, gloo) gives the same metrics as one process with the same global batch."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from plmkit.core.testing import free_port
+from plmkit.core.testing import run_cli
 from tests.helpers import NO_DROPOUT, TINY, write_toy_csvs
 
 pytestmark = pytest.mark.ddp
 
 
-def _train(cmd_prefix, out, flags, batch):
-    env = {**os.environ, "PLMKIT_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        *cmd_prefix, "-m", "plmkit.core.cli", "train", *TINY, *NO_DROPOUT, *flags, "--output_dir", str(out),
-        "--train_sampling_strategy", "sequential", "--per_device_train_batch_size", str(batch),
-        "--max_steps", "24", "--learning_rate", "1e-2", "--seed", "5",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _train(processes, out, flags, batch):
+    run_cli(["train", *TINY, *NO_DROPOUT, *flags, "--output_dir", str(out), "--train_sampling_strategy", "sequential",
+             "--per_device_train_batch_size", str(batch), "--max_steps", "24", "--learning_rate", "1e-2", "--seed", "5",
+             "--num_threads", "1"], processes)
     return json.loads((out / "metrics.json").read_text())
 
 
 def test_two_process_ddp_matches_single_process(tmp_path):
     flags = write_toy_csvs(tmp_path / "d")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
-    ddp = _train(torchrun, tmp_path / "ddp", [*flags, "--ddp_backend", "gloo"], batch=4)
-    single = _train([sys.executable], tmp_path / "single", flags, batch=8)
+    ddp = _train(2, tmp_path / "ddp", [*flags, "--ddp_backend", "gloo"], batch=4)
+    single = _train(1, tmp_path / "single", flags, batch=8)
     assert set(ddp) == set(single)
     for key in ("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-5), key

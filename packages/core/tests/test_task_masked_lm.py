@@ -519,10 +519,10 @@ def test_check_config_refuses_decoders_and_models_without_a_masked_lm_class():
 def test_minilm_masked_lm_training_lowers_the_held_out_masked_loss(tmp_path):
     corpus = tmp_path / "rt.txt"
     corpus.write_text("\n".join(list(load_builtin("rt-polarity").splits["train"]["text"])[:1200]) + "\n")
-    flags = ["--max_length", "64", "--max_eval_samples", "60"]
+    flags = ["--max_length", "48", "--max_eval_samples", "60"]
     out = tmp_path / "run"
     argv = ["train", "--task", "masked_lm", "--train_file", str(corpus), "--model_name_or_path", "minilm",
-            "--max_steps", "60", "--per_device_train_batch_size", "16", "--learning_rate", "2e-4",
+            "--max_steps", "24", "--per_device_train_batch_size", "16", "--learning_rate", "2e-4",
             "--warmup_steps", "5", "--per_device_eval_batch_size", "32", "--output_dir", str(out), "--seed", "42",
             "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", *flags]
 
@@ -531,7 +531,7 @@ def test_minilm_masked_lm_training_lowers_the_held_out_masked_loss(tmp_path):
     task = build_task("masked_lm", {}, DataSource(train_file=str(corpus), max_eval_samples=60))
     model, tok = load_model("minilm", kind="masked-lm", seed=42)
     task.check_model(model)
-    val = task.encode(task.load(), tok, 64)["validation"]
+    val = task.encode(task.load(), tok, 48)["validation"]
     args = TrainingArguments(str(tmp_path / "before"), per_device_eval_batch_size=32, report_to=[], use_cpu=True,
                              dataloader_pin_memory=False, disable_tqdm=True)
     trainer = Trainer(model, args, task=task, data_collator=task.collator(tok), compute_metrics=task.compute_metrics())

@@ -2,39 +2,33 @@
 shard of the training set, `ctx.all_gather` joins them, and they are ordered by example id."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from plmkit.core.testing import free_port, write_toy_files
+from plmkit.core.testing import run_cli, write_toy_files
 
 pytestmark = pytest.mark.ddp
 
 
-def _train(prefix, out, data, batch):
-    env = {**os.environ, "PLMKIT_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+def _train(processes, out, data, batch, *extra):
     files = [flag for split, path in data.items() for flag in (f"--{split}_file", str(path))]
     # Learning rate 0: both runs keep the initial weights (their class-balanced batches differ), so their anchors
     # must agree wherever the training set was encoded.
-    cmd = [*prefix, "-m", "plmkit.core.cli", "train", "--model_name_or_path", "tiny-bert", *files,
-           "--config_overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0,initializer_range=0.5",
-           "--method", "cp_tuning", "--per_device_train_batch_size", str(batch), "--per_device_eval_batch_size", "5",
-           "--max_steps", "2", "--learning_rate", "0", "--eval_strategy", "steps", "--eval_steps", "1",
-           "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--output_dir", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(["train", "--model_name_or_path", "tiny-bert", *files,
+             "--config_overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0,initializer_range=0.5",
+             "--method", "cp_tuning", "--per_device_train_batch_size", str(batch), "--per_device_eval_batch_size", "5",
+             "--max_steps", "2", "--learning_rate", "0", "--eval_strategy", "steps", "--eval_steps", "1",
+             "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--output_dir", str(out),
+             "--num_threads", "1", *extra], processes)
     return load_file(str(out / "model.safetensors")), json.loads((out / "metrics.json").read_text())
 
 
 def test_two_processes_take_the_anchors_of_one(tmp_path):
     data = write_toy_files(tmp_path / "data", n_train=37, n_eval=16)  # 37: the two shards differ in size
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
-    ddp, ddp_metrics = _train(torchrun, tmp_path / "ddp", data, 4)
-    single, single_metrics = _train([sys.executable], tmp_path / "single", data, 8)
+    ddp, ddp_metrics = _train(2, tmp_path / "ddp", data, 4, "--ddp_backend", "gloo")
+    single, single_metrics = _train(1, tmp_path / "single", data, 8)
     assert torch.equal(ddp["anchor_ids"], torch.arange(37)) and torch.equal(single["anchor_ids"], torch.arange(37))
     assert torch.equal(ddp["anchor_labels"], single["anchor_labels"])
     torch.testing.assert_close(ddp["anchor_features"], single["anchor_features"], atol=1e-5, rtol=0)

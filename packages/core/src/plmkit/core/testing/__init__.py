@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from plmkit.core.models import load_model
 
-__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "free_port", "tiny_dataset", "tiny_model", "write_toy_files"]
+__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "free_port", "run_cli", "tiny_dataset", "tiny_model", "write_toy_files"]
 
 # Each label has its own cue words, so a tiny model can learn the task in a few dozen steps.
 _CUES = [["good", "great", "best", "love", "fun"], ["bad", "terrible", "worst", "hate", "dull"], ["what", "who", "where"]]
@@ -28,6 +28,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_cli(argv: list[str], processes: int = 1, timeout: float = 600) -> None:
+    """`plmkit ARGV`, asserting exit code 0: in this process when `processes` is 1 (no second interpreter start-up,
+    several seconds), else under torchrun with that many worker processes, one torch thread each, on a free port
+    (pass `--ddp_backend gloo` in `argv` on CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    from plmkit.core.cli import main
+
+    if processes == 1:
+        code = main(list(argv))
+        assert code == 0, f"plmkit {' '.join(argv[:1])} exited {code}"
+        return
+    env = {**os.environ, "PLMKIT_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port",
+           str(free_port()), "-m", "plmkit.core.cli", *argv]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def tiny_model(
