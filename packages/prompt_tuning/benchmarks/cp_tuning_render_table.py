@@ -57,7 +57,7 @@ def verdict_tables(data: dict, targets: list[str]) -> list[str]:
         return None if all(c == "-" for c in cells) else f"| {label} | " + " | ".join(cells) + " |"
 
     def name(key: str) -> str:
-        return NAMES[key] + (" (default)" if key == DEFAULT else "")
+        return NAMES[key] + (" (reference)" if key == DEFAULT else "")
 
     header = "| " + " | ".join(targets) + " |"
     rule = "|---|" + "---|" * len(targets)
@@ -176,6 +176,12 @@ def render_sweep(path: Path = SWEEP) -> str:
             tally[SWEEP_VARIANTS[c[0]][0]][v.verdict] += 1
         lines.append(f"| {SWEEP_VARIANTS[c[0]][0]} | {_config(c)} | {len(cell['test'])} | {_pct(cell['test'])} | "
                      f"{_pct(cell['dev'])} | {statistics.mean(cell['cpu'].values()):.0f} | {verdict} |")
+
+    nearest, centroid = ("cp_tuning", "nearest"), ("cp_tuning", "centroid")
+    pairs = [(c, (centroid, *c[1:])) for c in ordered if c[0] == nearest and (centroid, *c[1:]) in cells]
+    if pairs:
+        lines.append("- CP-Tuning, class centroid - nearest anchor (the same trained models): " + "; ".join(
+            f"{_config(n)}: {paired_verdict(cells[m]['test'], cells[n]['test'])}" for n, m in pairs) + ".")
 
     def best(method: str, split: str) -> tuple | None:  # CP-Tuning: over both predictions
         mine = [c for c in cells if c[0][0] == method]

@@ -6,7 +6,7 @@
 
 Variants per (target, seed): fine-tuning (core `finetune`), prompt tuning with a verbalizer (`prompt_tuning`),
 CP-Tuning without and with the auxiliary MLM (`cp_tuning`, mlm_weight 0 / 0.1), each CP-Tuning model evaluated by
-nearest anchor (its default) and by class centroid; with `--adapted_head PATH` also CP-Tuning from a minilm whose
+nearest anchor (the reference's prediction, trained with it) and by class centroid; with `--adapted_head PATH` also CP-Tuning from a minilm whose
 masked-LM head was adapted first (`plmkit upt adapt-head --out PATH`, as for UPT). Same steps, batch, learning rate and max_length for all.
 The json is rewritten after every run and finished runs are skipped, so an interrupted reproduction resumes.
 """
@@ -41,11 +41,11 @@ VERBALIZER = {
 VARIANTS = {
     "finetune": ["--method", "finetune"],
     "prompt_tuning": ["--method", "prompt_tuning"],  # template and words added per target
-    "cp_tuning": ["--method", "cp_tuning", "--method.mlm_weight", "0"],
-    "cp_tuning_mlm": ["--method", "cp_tuning", "--method.mlm_weight", "0.1"],
+    "cp_tuning": ["--method", "cp_tuning", "--method.mlm_weight", "0", "--method.prediction", "nearest"],
+    "cp_tuning_mlm": ["--method", "cp_tuning", "--method.mlm_weight", "0.1", "--method.prediction", "nearest"],
     # minilm ships no trained masked-LM head, so CP-Tuning's feature transform starts random; this variant starts
     # from the head adapted by `plmkit upt adapt-head` (run only with --adapted_head PATH)
-    "cp_tuning_adapted_head": ["--method", "cp_tuning", "--method.mlm_weight", "0"],
+    "cp_tuning_adapted_head": ["--method", "cp_tuning", "--method.mlm_weight", "0", "--method.prediction", "nearest"],
 }
 
 

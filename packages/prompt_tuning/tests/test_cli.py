@@ -86,10 +86,11 @@ def _train_split_accuracy(run_dir, with_method_data):
 
 @pytest.fixture(scope="module")
 def random_label_run(tmp_path_factory):
-    """A barely trained cp_tuning run on training labels that are noise."""
+    """A barely trained cp_tuning run on training labels that are noise, predicting by nearest anchor."""
     folder = _random_label_files(tmp_path_factory.mktemp("noise") / "data")
     out = tmp_path_factory.mktemp("noise") / "run"
-    flags = _flags(folder, out, "--method", "cp_tuning", "--config_overrides", "initializer_range=0.5",
+    flags = _flags(folder, out, "--method", "cp_tuning", "--method.prediction", "nearest",
+                   "--config_overrides", "initializer_range=0.5",
                    "--learning_rate", "1e-6", "--max_steps", "2")
     flags[flags.index("--few_shot_k") : flags.index("--few_shot_k") + 2] = []
     assert main(["train", *flags]) == 0

@@ -55,7 +55,7 @@ def _encoded(tok, split="train", n=16):
 
 
 def test_evaluating_on_the_training_set_is_leave_one_out():
-    model, tok = _prompt_model(initializer_range=0.5)  # spread-out features (a fresh tiny model's are near-identical)
+    model, tok = _prompt_model(CPTuningMethod(prediction="nearest"), initializer_range=0.5)  # spread-out features (a fresh tiny model's are near-identical)
     train = _encoded(tok)
     compute_anchors(model, [train])
     assert torch.equal(model.anchor_ids, train["example_id"])
@@ -181,3 +181,9 @@ def test_a_prompt_model_of_another_objective_is_converted_keeping_encoder_and_he
     assert verbalizer.config.objective == "verbalizer" and verbalizer.config.label_words == ["bad", "good"]
     same = UPTMethod(label_words=["bad", "good"]).prepare_model(upt)
     assert same is upt  # the same objective keeps the model (how a saved run is reloaded)
+
+
+def test_cp_tuning_predicts_by_class_centroid_by_default():
+    """The trec sweep's finding (README): centroid prediction is never worse than the reference's nearest anchor."""
+    assert CPTuningMethod().config.prediction == "centroid"
+    assert CPTuningMethod(prediction="nearest").config.prediction == "nearest"
