@@ -182,8 +182,3 @@ def test_a_prompt_model_of_another_objective_is_converted_keeping_encoder_and_he
     same = UPTMethod(label_words=["bad", "good"]).prepare_model(upt)
     assert same is upt  # the same objective keeps the model (how a saved run is reloaded)
 
-
-def test_cp_tuning_predicts_by_class_centroid_by_default():
-    """The trec sweep's finding (README): centroid prediction is never worse than the reference's nearest anchor."""
-    assert CPTuningMethod().config.prediction == "centroid"
-    assert CPTuningMethod(prediction="nearest").config.prediction == "nearest"
