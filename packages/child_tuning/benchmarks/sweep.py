@@ -10,7 +10,7 @@ splits, batch 16, 10% warm-up, weight decay 0.01, max_length 64, bf16 autocast, 
 Child-Tuning_D with reserve_p {0.1, 0.3, 0.6} x learning rate {5e-5, 2e-4} x epochs {3}, and vanilla fine-tuning at
 each (learning rate, epochs), seeds 1, 2, 3: 2 tasks x 8 configurations x 3 seeds = 48 runs. Every run of a task
 trains on the same subset, so runs pair by seed. `--smoke`: tiny-bert, 128 examples, 8 steps, one seed, trec,
-one D configuration and its vanilla run (the test of this script).
+one D configuration and its vanilla run (the test of this script). `--reserve_ps` / `--lrs` run a part of the grid.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--reserve_ps", nargs="+", type=float, default=list(RESERVE_P), help="a part of the grid")
+    parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="a part of the grid")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once, one torch thread each")
     parser.add_argument("--n_train", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=Path("outputs/child_tuning_sweep"),
@@ -85,7 +87,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=JSON)
     parser.add_argument("--smoke", action="store_true", help="tiny-bert, 128 examples, 8 steps, 1 seed, trec")
     args = parser.parse_args()
-    model, tasks, seeds, reserve_ps, lrs, extra = "minilm", args.tasks, args.seeds, RESERVE_P, LRS, []
+    model, tasks, seeds, reserve_ps, lrs, extra = "minilm", args.tasks, args.seeds, args.reserve_ps, args.lrs, []
     if args.smoke:
         model, tasks, seeds, reserve_ps, lrs, extra = "tiny-bert", ["trec"], seeds[:1], (0.3,), (2e-4,), [
             "--max_steps", "8"]
