@@ -4,9 +4,6 @@ torchrun training run works (the projection head and the clean view used inside 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +12,7 @@ import torch.multiprocessing as mp
 
 from plmkit.capt import gather_with_grad
 from plmkit.core.losses import nt_xent
-from plmkit.core.testing import free_port
+from plmkit.core.testing import run_cli
 
 from .conftest import TINY
 
@@ -59,14 +56,10 @@ def test_gathered_views_give_the_global_batch_gradient(tmp_path):
 
 
 def test_torchrun_training_with_two_processes(corpus, tmp_path):
-    env = {**os.environ, "PLMKIT_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "plmkit.core.cli", "train", "--task", "masked_lm", "--train_file", str(corpus["train"]), *TINY,
-           "--output_dir", str(out), "--ddp_backend", "gloo", "--max_steps", "6", "--per_device_train_batch_size", "4",
-           "--logging_steps", "2", "--save_strategy", "no", "--method", "capt", "--method.queue_size", "8"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(["train", "--task", "masked_lm", "--train_file", str(corpus["train"]), *TINY, "--output_dir", str(out),
+             "--ddp_backend", "gloo", "--max_steps", "6", "--per_device_train_batch_size", "4", "--logging_steps", "2",
+             "--save_strategy", "no", "--method", "capt", "--method.queue_size", "8"], processes=2, timeout=300)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["capt_queue_filled"] == 8  # 2 steps of the global batch (2 x 4 clean views each)
     assert metrics["capt_geometry"][-1]["examples"] > 0

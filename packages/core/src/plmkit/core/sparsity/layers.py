@@ -228,8 +228,7 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     """The weight a layer actually applies, in ``nn.Linear`` layout [out, in], without gradient."""
     with torch.no_grad():
         if isinstance(module, MaskedLinear):
-            weight = module.masked_weight()
-            return weight.t() if module.transposed else weight
+            return module.linear_weight()
         if isinstance(module, Conv1D):
             return module.weight.t()
         if isinstance(module, nn.Linear):
