@@ -153,6 +153,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"plmkit: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under torchrun, close the process group before the interpreter exits: left to interpreter teardown, gloo's
+    threads can abort a finished run ('terminate called without an active exception', exit code -6)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
