@@ -165,3 +165,62 @@ def test_few_shot_k_too_large():
         few_shot_split(task, k=8, seed=13)
     with pytest.raises(DataError, match="K must be"):
         few_shot_split(task, k=0, seed=13)
+
+
+class _Corpus:
+    """A package dataset as an installed package registers it (entry point `plmkit.datasets`)."""
+
+    description = "three lines of text"
+    prepared: list[bool] = []
+
+    @classmethod
+    def prepare(cls, force=False):
+        cls.prepared.append(force)
+        return "/nowhere"
+
+    @staticmethod
+    def texts():
+        return {"train": ["one line", "two lines"], "validation": ["three lines"], "test": []}
+
+
+@pytest.fixture
+def package_corpus():
+    data_lib.DATASETS.register("toy-corpus", _Corpus)
+    _Corpus.prepared.clear()
+    yield _Corpus
+    data_lib.DATASETS.unregister("toy-corpus")
+
+
+def test_package_datasets_are_listed_prepared_and_read_by_masked_lm(package_corpus, capsys):
+    from plmkit.core.cli import main
+    from plmkit.core.tasks import DataSource, build_task
+
+    assert main(["data", "list"]) == 0
+    assert "toy-corpus" in capsys.readouterr().out
+    assert main(["data", "prepare", "toy-corpus", "--force"]) == 0
+    assert package_corpus.prepared == [True]
+    splits = build_task("masked_lm", {}, DataSource(data="toy-corpus")).load()
+    assert splits["train"]["text"] == ["one line", "two lines"] and splits["validation"]["text"] == ["three lines"]
+    assert "test" not in splits  # an empty split is left out
+    assert main(["data", "prepare", "nope"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown builtin dataset 'nope'" in err and "toy-corpus" in err
+
+
+def test_fetch_checked_downloads_once_and_refuses_a_wrong_hash(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import urllib.request
+
+    payload = b"registry bytes"
+    calls = []
+    monkeypatch.setenv("PLMKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: calls.append(url) or io.BytesIO(payload))
+    url = "https://registry.example/pkg/-/pkg-1.0.tgz"
+    good = hashlib.sha256(payload).hexdigest()
+    path = data_lib.fetch_checked(url, good)
+    assert path == tmp_path / "downloads" / "pkg-1.0.tgz" and path.read_bytes() == payload
+    assert data_lib.fetch_checked(url, good) == path and len(calls) == 1  # cached
+    with pytest.raises(DataError, match="expected 0000.*refusing"):
+        data_lib.fetch_checked(url, "0" * 64)
+    assert not path.exists() and not list((tmp_path / "downloads").glob("*.part"))

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import tarfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def _tarball(path):
 
 @pytest.fixture
 def fake_npm(tmp_path, monkeypatch):
-    """PLMKIT_CACHE in tmp_path, a fake tarball served by a patched `_download`, splits of 6 test / 4 validation."""
+    """PLMKIT_CACHE in tmp_path, a fake tarball served by a patched `urlopen`, splits of 6 test / 4 validation."""
     source = tmp_path / "served.tgz"
     digest = _tarball(source)
     monkeypatch.setenv("PLMKIT_CACHE", str(tmp_path / "cache"))
@@ -68,12 +69,11 @@ def fake_npm(tmp_path, monkeypatch):
     monkeypatch.setattr(data.EmojiSource, "n_validation", 4)
     downloads = []
 
-    def download(url, target):
+    def urlopen(url, timeout=None):
         downloads.append(url)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(source.read_bytes())
+        return io.BytesIO(source.read_bytes())
 
-    monkeypatch.setattr(data, "_download", download)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     return downloads
 
 

@@ -1,8 +1,8 @@
 """The `plmkit` command.
 
     plmkit methods                       installed methods and their options
-    plmkit data list                     builtin datasets
-    plmkit data prepare NAME [NAME ...]  fetch, check and cache builtin datasets
+    plmkit data list                     builtin datasets (the core's and installed packages')
+    plmkit data prepare NAME [NAME ...]  fetch, check and cache datasets
     plmkit train [CONFIG.yaml] [--flags] train (see `plmkit train --help`)
     plmkit eval RUN_DIR [--split test] [data flags]
     plmkit export RUN_DIR --output_dir DIR [--method.KEY VALUE]
@@ -55,22 +55,29 @@ def _cmd_tasks(argv: list[str]) -> int:
 
 
 def _cmd_data(argv: list[str]) -> int:
-    from plmkit.core.data import BUILTIN, prepare_builtin
+    from plmkit.core.data import BUILTIN, DATASETS, prepare_builtin
 
     parser = argparse.ArgumentParser(prog="plmkit data")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="list builtin datasets")
     prep = sub.add_parser("prepare", help="fetch, check and cache builtin datasets")
-    prep.add_argument("names", nargs="+", help="builtin dataset names, or 'all'")
+    prep.add_argument("names", nargs="+", help="dataset names, or 'all' (the core's builtins)")
     prep.add_argument("--force", action="store_true", help="rebuild even if cached")
     args = parser.parse_args(argv)
     if args.action == "list":
         for name, spec in BUILTIN.items():
             print(f"{name:26s} {spec.description}")
+        for name in DATASETS.names():
+            try:
+                print(f"{name:26s} {DATASETS.get(name).description}")
+            except (ImportError, AttributeError) as err:  # one broken package must not hide the others
+                print(f"{name:26s} cannot be loaded ({type(err).__name__}: {err})")
         return 0
     names = list(BUILTIN) if args.names == ["all"] else args.names
     for name in names:
-        print(f"{name}: {prepare_builtin(name, force=args.force)}")
+        packaged = name not in BUILTIN and name in DATASETS.entries()
+        path = DATASETS.get(name).prepare(force=args.force) if packaged else prepare_builtin(name, force=args.force)
+        print(f"{name}: {path}")
     return 0
 
 

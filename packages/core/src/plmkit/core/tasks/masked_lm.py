@@ -2,8 +2,8 @@
 
 Data (`load`): `--train_file` / `--validation_file` / `--test_file` as `.txt` (one example per line, blank lines
 skipped) or `.jsonl` (the field named by the first of `--text_columns`, default `text`), or `--data NAME` with NAME a
-builtin dataset of `plmkit.core.data` (its texts; labels ignored) or `builtin-text` (every builtin dataset's texts
-together). Without a validation file, a fixed 5% of the training lines is held out (a NumPy permutation seeded with
+builtin dataset of `plmkit.core.data` (its texts; labels ignored), `builtin-text` (every builtin dataset's texts
+together) or a text corpus an installed package registers (`plmkit.core.data.DATASETS` entries with `texts()`). Without a validation file, a fixed 5% of the training lines is held out (a NumPy permutation seeded with
 `plmkit.core.data.SPLIT_SEED`, the same in every run). `--max_train_samples` / `--max_eval_samples` count lines.
 
 Encoding (`packing`): `line` makes each line one example, truncated to `--max_length`; `blocks` tokenizes every line
@@ -52,7 +52,7 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, EvalPrediction
 from transformers.utils import ModelOutput
 
-from plmkit.core.data import BUILTIN, SPLIT_SEED, load_builtin
+from plmkit.core.data import BUILTIN, DATASETS, SPLIT_SEED, load_builtin
 from plmkit.core.errors import DataError, TaskError
 from plmkit.core.losses import mask_tokens
 from plmkit.core.tasks import Task, TaskConfig
@@ -388,8 +388,15 @@ class MaskedLMTask(Task):
     @staticmethod
     def _builtin(name: str) -> dict[str, list[str]]:
         if name != BUILTIN_TEXT and name not in BUILTIN:
+            if name in DATASETS.entries():
+                corpus = DATASETS.get(name)
+                if not hasattr(corpus, "texts"):
+                    raise DataError(f"dataset {name!r} is not a text corpus (it has no texts()); task masked_lm "
+                                    f"cannot read it")
+                return {split: list(rows) for split, rows in corpus.texts().items() if rows}
             raise DataError(f"unknown corpus {name!r}: --data takes a builtin dataset (its texts: "
-                            f"{', '.join(BUILTIN)}) or {BUILTIN_TEXT} (all of them)")
+                            f"{', '.join(BUILTIN)}), {BUILTIN_TEXT} (all of them) or a text corpus of an installed "
+                            f"package ({', '.join(DATASETS.names()) or 'none installed'})")
         names = list(BUILTIN) if name == BUILTIN_TEXT else [name]
         rows: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
         for each in names:
