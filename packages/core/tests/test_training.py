@@ -293,3 +293,30 @@ def test_context_batches_walk_the_training_set_in_order(tmp_path):
     trainer, _ = _setup(tmp_path, method, steps=1)
     trainer.train()
     assert method.ids == list(range(64)) and method.total.item() == 64
+
+
+def test_head_only_trains_the_head_and_leaves_the_encoder(tmp_path):
+    """`--method head_only` on masked_lm: the MLM head (transform, bias) changes, the encoder and the decoder tied to
+    the word embeddings do not."""
+    from safetensors.torch import load_file
+
+    from plmkit.core.cli import main
+    from plmkit.core.models import load_model
+    from plmkit.core.testing import tiny_dataset
+
+    model, tokenizer = load_model("tiny-bert", kind="masked-lm", seed=1)
+    start = tmp_path / "start"
+    model.save_pretrained(start)
+    tokenizer.save_pretrained(start)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(tiny_dataset(32, 4)["train"]["text"]) + "\n")
+    out = tmp_path / "run"
+    code = main(["train", "--task", "masked_lm", "--train_file", str(corpus), "--model_name_or_path", str(start),
+                 "--method", "head_only", "--output_dir", str(out), "--max_steps", "4", "--learning_rate", "1e-2",
+                 "--per_device_train_batch_size", "8", "--report_to", "none", "--disable_tqdm", "true",
+                 "--save_strategy", "no", "--num_threads", "1"])
+    assert code == 0
+    before, after = load_file(str(start / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("cls.") for k in changed), sorted(changed)
+    assert not any(k.startswith("bert.") for k in changed)

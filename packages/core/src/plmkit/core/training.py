@@ -55,10 +55,13 @@ from plmkit.core import metrics as metrics_lib
 from plmkit.core.errors import MethodError, NonFiniteError
 from plmkit.core.registry import Registry
 from plmkit.core.sparsity.layers import frozen_masks
+from plmkit.core.testing.contract import ContractCase
 
 __all__ = [
     "FinetuneConfig",
     "FinetuneMethod",
+    "HeadOnlyConfig",
+    "HeadOnlyMethod",
     "METHODS",
     "Method",
     "MethodConfig",
@@ -351,6 +354,37 @@ class FinetuneMethod(Method):
 
     name = "finetune"
     config_class = FinetuneConfig
+
+
+@dataclass
+class HeadOnlyConfig(MethodConfig):
+    """Train only the task head (every parameter outside the model's base encoder, `model.base_model`); the encoder
+    is frozen. It has no options."""
+
+
+class HeadOnlyMethod(Method):
+    """Linear probing for classification, masked-LM head adaptation for `masked_lm` (e.g. a checkpoint shipped without
+    its MLM head, such as all-MiniLM-L6-v2, before continued pre-training). Parameters the head shares with the
+    encoder (BERT's decoder tied to the word embeddings) stay frozen with the encoder."""
+
+    name = "head_only"
+    config_class = HeadOnlyConfig
+    # A probe, not a fine-tuning method: a fresh head on a frozen encoder at the kit's fine-tuning budget (lr 1e-4,
+    # 128 steps) is not expected to reach fine-tuning's accuracy on TREC, so the kit's TREC check is off.
+    contract = [ContractCase("head_only", trec_defaults=False)]
+
+    def prepare_model(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        base = getattr(model, "base_model", None)
+        if not isinstance(base, nn.Module) or base is model:
+            raise MethodError(f"head_only needs a model with a head on a base encoder (model.base_model); "
+                              f"{type(model).__name__} has none")
+        frozen = {id(p) for p in base.parameters()}
+        head = [p for p in model.parameters() if id(p) not in frozen]
+        if not head:
+            raise MethodError(f"{type(model).__name__} has no parameter outside its base encoder: nothing to train")
+        for p in model.parameters():
+            p.requires_grad_(id(p) not in frozen)
+        return model
 
 
 # ---------------------------------------------------------------------------------------------------------------
