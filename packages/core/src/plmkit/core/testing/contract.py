@@ -1,4 +1,4 @@
-"""The contract kit: checks every plmkit method passes, on a tiny model and the toy task, through `plmkit train`.
+"""The contract kit: checks every plmkit method passes, on a tiny model and a toy task, through `plmkit train`.
 
 1. train -> save -> reload (`load_run`) gives the same outputs (test loss and logits);
 2. `export` loads in plain transformers (or with `load_compacted`) with the same outputs, where the method exports;
@@ -14,12 +14,30 @@ A method says how to exercise it through the class attribute `contract` (see `Co
     from plmkit.core.testing.contract import ContractCase, check_resume
     def test_my_method_resumes(tmp_path):
         check_resume(ContractCase("my_method", {"strength": 0.1}), tmp_path)
+
+The case's `task` picks how checks 1 to 5 exercise the method (`TASK_KITS`, one `TaskKit` per task):
+
+- `classification` (the default): the toy task's csv files (`write_toy_files`), no extra flag; the export loads in
+  `AutoModelForSequenceClassification`; resume compares eval_loss, test_loss and test_accuracy; logits are those of
+  three sentences.
+- `masked_lm`: the same toy sentences as a .txt corpus (train/validation/test, one sentence a line) and
+  `--task masked_lm`; the export loads in `AutoModelForMaskedLM` and holds nothing else (no method head); resume
+  compares eval_loss, test_loss, test_masked_loss and test_masked_accuracy (evaluation masks are fixed per example,
+  so they repeat); logits are those of three sentences with [MASK] tokens. Check 4 is skipped: training masks come
+  from each process's own random stream, so 2 processes cannot see the masks of 1 (a case whose masks do not depend
+  on the process says so with `process_independent_masks=True`, and then the check compares the token-weighted
+  masked metrics). Check 6 runs classification cases only.
+
+A task the kit does not know is an error naming those it does; a package with its own task can add a `TaskKit` to
+`TASK_KITS`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +46,9 @@ import torch
 from safetensors.torch import load_file
 
 __all__ = [
+    "TASK_KITS",
     "ContractCase",
+    "TaskKit",
     "check_ddp",
     "check_export",
     "check_half_precision_checkpoint",
@@ -36,6 +56,8 @@ __all__ = [
     "check_resume",
     "check_save_reload",
     "contract_cases",
+    "ddp_applies",
+    "task_kit",
 ]
 
 
@@ -44,12 +66,16 @@ class ContractCase:
     """How to run one method in the kit.
 
     `options`: method options that suit the tiny model and a 16-step run (e.g. a teacher trained for 1 epoch);
-    `flags`: extra `plmkit train` flags; `exports`: "transformers" (AutoModelForSequenceClassification loads the
-    export), "compacted" (`plmkit.core.sparsity.load_compacted` loads it) or None; `extra_passes`: the method
-    reads the training data outside the training loop (Fisher, importance, banks, anchors), so the 2-process check
-    applies; `model`: the tiny alias; `task`: the task the method trains; `trec_defaults`: the method fine-tunes any
-    sequence classifier, so `check_default_learns` runs it on MiniLM and TREC (off for methods that need their own
-    architecture).
+    `flags`: extra `plmkit train` flags; `exports`: "transformers" (the task's Auto class loads the export:
+    AutoModelForSequenceClassification for classification, AutoModelForMaskedLM for masked_lm), "compacted"
+    (`plmkit.core.sparsity.load_compacted` loads it) or None; `extra_passes`: the method reads the training data
+    outside the training loop (Fisher, importance, banks, anchors), so the 2-process check applies; `model`: the tiny
+    alias; `task`: the task the method trains, a key of `TASK_KITS` (it picks the data, the `--task` flag, the
+    metrics and the export's Auto class); `trec_defaults`: the method fine-tunes any sequence classifier, so
+    `check_default_learns` runs it on MiniLM and TREC (off for methods that need their own architecture);
+    `process_independent_masks`: for a task that corrupts its training inputs at random (masked_lm), the masks do
+    not depend on the process (drawn from the seed and the example, not from each process's random stream), so the
+    2-process check can hold and runs; without it the kit skips that check for such a task.
     """
 
     method: str
@@ -60,6 +86,7 @@ class ContractCase:
     model: str = "tiny-bert"
     task: str = "classification"
     trec_defaults: bool = True
+    process_independent_masks: bool = False
 
     @property
     def id(self) -> str:
@@ -86,11 +113,111 @@ def contract_cases() -> list[ContractCase]:
     return cases
 
 
+@dataclass(frozen=True)
+class TaskKit:
+    """How the kit exercises one task.
+
+    `write_data(folder)`: writes the toy data (64 training, 16 validation and 16 test examples) under `folder` and
+    returns its `plmkit train` data flags; `flags`: `plmkit train` flags the task needs, placed before the case's
+    own; `resume_metrics`: the metrics.json keys `check_resume` compares; `ddp_metrics`: those `check_ddp` compares;
+    `auto_class`: the name of the transformers Auto class that loads a "transformers" export; `model_kind`,
+    `num_labels`: the `load_model` arguments of the model `check_half_precision_checkpoint` stores in half
+    precision; `batch(tokenizer)`: the inputs whose logits checks 1 and 2 compare; `random_masks`: the task
+    corrupts its training inputs from each process's random stream, so `check_ddp` runs only for cases with
+    `process_independent_masks`; `exact_export`: a "transformers" export holds only the Auto class's weights (a
+    method's extra modules, such as a projection head, must be gone).
+
+    The task-loss curve `check_half_precision_checkpoint` reads is the trainer's `loss/task` where the method adds
+    loss terms, else `loss`, whatever the task.
+    """
+
+    write_data: Callable[[Path], list[str]]
+    flags: tuple[str, ...]
+    resume_metrics: tuple[str, ...]
+    ddp_metrics: tuple[str, ...]
+    auto_class: str
+    model_kind: str
+    num_labels: int | None
+    batch: Callable[[Any], dict[str, torch.Tensor]]
+    random_masks: bool = False
+    exact_export: bool = False
+
+
+def _flags(paths: dict[str, Path]) -> list[str]:
+    return [flag for split, path in paths.items() for flag in (f"--{split}_file", str(path))]
+
+
 def _data(folder: Path) -> list[str]:
+    """The toy classification task as csv files (text, label)."""
     from plmkit.core.testing import write_toy_files
 
-    paths = write_toy_files(folder, n_train=64, n_eval=16)
-    return [flag for split, path in paths.items() for flag in (f"--{split}_file", str(path))]
+    return _flags(write_toy_files(folder, n_train=64, n_eval=16))
+
+
+def _corpus_data(folder: Path) -> list[str]:
+    """The toy task's sentences (labels dropped) as a masked_lm corpus: train.txt, validation.txt, test.txt, one
+    sentence a line."""
+    from plmkit.core.testing import tiny_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, ds in tiny_dataset(64, 16).items():
+        paths[split] = folder / f"{split}.txt"
+        paths[split].write_text("\n".join(ds["text"]) + "\n")
+    return _flags(paths)
+
+
+def _batch(tokenizer: Any) -> dict[str, torch.Tensor]:
+    return dict(tokenizer(["a good film", "the worst story", "who is it"], padding=True, return_tensors="pt"))
+
+
+def _masked_sentences(tokenizer: Any) -> dict[str, torch.Tensor]:
+    mask = tokenizer.mask_token
+    texts = [f"a good {mask}", f"the {mask} story", f"{mask} is it"]
+    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+# The classification kit looks `_data` and `_batch` up when it runs, so a package test that swaps these two module
+# functions (monkeypatch) for its own data and inputs still reaches the checks through a classification case.
+TASK_KITS: dict[str, TaskKit] = {
+    "classification": TaskKit(
+        write_data=lambda folder: _data(folder),
+        flags=(),
+        resume_metrics=("eval_loss", "test_loss", "test_accuracy"),
+        ddp_metrics=("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"),
+        auto_class="AutoModelForSequenceClassification",
+        model_kind="sequence-classification",
+        num_labels=2,
+        batch=lambda tokenizer: _batch(tokenizer),
+    ),
+    # eval_loss is transformers' mean of per-batch losses, which depends on how the tokens fall into batches, so the
+    # 2-process check compares the token-weighted masked_loss instead.
+    "masked_lm": TaskKit(
+        write_data=_corpus_data,
+        flags=("--task", "masked_lm"),
+        resume_metrics=("eval_loss", "test_loss", "test_masked_loss", "test_masked_accuracy"),
+        ddp_metrics=("eval_masked_loss", "eval_masked_accuracy", "test_masked_loss", "test_masked_accuracy"),
+        auto_class="AutoModelForMaskedLM",
+        model_kind="masked-lm",
+        num_labels=None,
+        batch=_masked_sentences,
+        random_masks=True,
+        exact_export=True,
+    ),
+}
+
+
+def task_kit(case: ContractCase) -> TaskKit:
+    """The `TaskKit` of the case's task; a task the kit does not know is a ValueError naming those it knows."""
+    kit = TASK_KITS.get(case.task)
+    if kit is None:
+        raise ValueError(f"{case.id}: the contract kit does not know task {case.task!r}; it runs "
+                         f"{', '.join(sorted(TASK_KITS))} (add a TaskKit to TASK_KITS for another task)")
+    return kit
+
+
+def _case_data(case: ContractCase, folder: Path) -> list[str]:
+    return task_kit(case).write_data(folder)
 
 
 def _argv(case: ContractCase, data: list[str], out: Path, *flags: str) -> list[str]:
@@ -98,7 +225,7 @@ def _argv(case: ContractCase, data: list[str], out: Path, *flags: str) -> list[s
             "--disable_tqdm", "true", "--num_threads", "1", "--per_device_train_batch_size", "8",
             "--per_device_eval_batch_size", "16", "--learning_rate", "1e-3", "--max_steps", "16", "--seed", "3",
             "--config_overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0",
-            *case.flags, *case.method_flags(), *flags]
+            *task_kit(case).flags, *case.flags, *case.method_flags(), *flags]
 
 
 def _train(case: ContractCase, data: list[str], out: Path, *flags: str) -> dict[str, Any]:
@@ -109,10 +236,6 @@ def _train(case: ContractCase, data: list[str], out: Path, *flags: str) -> dict[
     return json.loads((out / "metrics.json").read_text())
 
 
-def _batch(tokenizer: Any) -> dict[str, torch.Tensor]:
-    return dict(tokenizer(["a good film", "the worst story", "who is it"], padding=True, return_tensors="pt"))
-
-
 def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         out = model(**batch)
@@ -121,44 +244,54 @@ def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
 
 def check_save_reload(case: ContractCase, tmp: Path) -> Path:
     """Train, reload with `load_run`: the test loss equals the one measured at the end of training, and two reloads
-    give identical logits. Returns the run folder."""
+    give identical logits (on the task's test batch). Returns the run folder."""
     from plmkit.core.run import evaluate_run, load_run
 
-    data = _data(tmp / "data")
+    kit = task_kit(case)
+    data = _case_data(case, tmp / "data")
     out = tmp / "run"
     metrics = _train(case, data, out, "--save_strategy", "no")
     again = evaluate_run(out, "test")
     assert abs(again["test_loss"] - metrics["test_loss"]) <= 1e-5, (case.id, again["test_loss"], metrics["test_loss"])
     first, tokenizer, _, _ = load_run(out)
     second, _, _, _ = load_run(out)
-    batch = _batch(tokenizer)
+    batch = kit.batch(tokenizer)
     torch.testing.assert_close(_logits(first, batch), _logits(second, batch), rtol=0, atol=0)
     return out
 
 
 def check_export(case: ContractCase, run: Path, tmp: Path) -> None:
-    """The export loads without plmkit's method code and gives the reloaded run's outputs (1e-5)."""
-    from transformers import AutoModelForSequenceClassification
+    """The export loads without plmkit's method code, in the task's Auto class, and gives the reloaded run's outputs
+    (1e-5). For a task with `exact_export` (masked_lm), the export holds no weight the Auto class does not use."""
+    import transformers
 
     from plmkit.core.run import export_run, load_run
     from plmkit.core.sparsity import load_compacted
 
+    kit = task_kit(case)
     if case.exports is None:
         return
+    auto = getattr(transformers, kit.auto_class)
     model, tokenizer, _, _ = load_run(run)
-    batch = _batch(tokenizer)
+    batch = kit.batch(tokenizer)
     expected = _logits(model, batch)
     target = export_run(run, tmp / "exported")
     if case.exports == "compacted":
-        plain = load_compacted(AutoModelForSequenceClassification, target)
+        plain = load_compacted(auto, target)
+    elif kit.exact_export:
+        plain, info = auto.from_pretrained(target, output_loading_info=True)
+        assert not info["unexpected_keys"], (case.id, "weights the export should not hold",
+                                             sorted(info["unexpected_keys"]))
     else:
-        plain = AutoModelForSequenceClassification.from_pretrained(target)
+        plain = auto.from_pretrained(target)
     torch.testing.assert_close(_logits(plain.eval(), batch), expected, rtol=0, atol=1e-5)
 
 
 def check_resume(case: ContractCase, tmp: Path) -> None:
-    """16 steps straight vs 8 steps, stop, resume from checkpoint-8 to 16: same final weights and metrics."""
-    data = _data(tmp / "data")
+    """16 steps straight vs 8 steps, stop, resume from checkpoint-8 to 16: same final weights (every tensor of
+    model.safetensors, a method's own modules included) and the task's metrics."""
+    kit = task_kit(case)
+    data = _case_data(case, tmp / "data")
     straight = tmp / "straight"
     full = _train(case, data, straight, "--save_strategy", "steps", "--save_steps", "8")
     resumed = tmp / "resumed"
@@ -170,18 +303,30 @@ def check_resume(case: ContractCase, tmp: Path) -> None:
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=lambda m, k=key: f"{case.id} {k}: {m}")
-    for key in ("eval_loss", "test_loss", "test_accuracy"):
+    for key in kit.resume_metrics:
         assert abs(full[key] - again[key]) <= 1e-5, (case.id, key, full[key], again[key])
+
+
+def ddp_applies(case: ContractCase) -> bool:
+    """Whether `check_ddp` runs for the case: the method has extra data passes, and the task does not draw training
+    masks from each process's random stream (or the case says its masks do not depend on the process)."""
+    kit = task_kit(case)
+    return case.extra_passes and (not kit.random_masks or case.process_independent_masks)
 
 
 def check_ddp(case: ContractCase, tmp: Path) -> None:
     """2 processes (torchrun, gloo, batch 4 each) give the metrics of 1 process with batch 8 (relative 1e-4): the same
-    global batches for training and evaluation."""
+    global batches for training and evaluation.
+
+    Runs for cases with `extra_passes` only. For a task whose training masks come from each process's random stream
+    (masked_lm), 2 processes train on other masks than 1, so the check returns without running unless the case sets
+    `process_independent_masks`."""
     from plmkit.core.testing import run_cli
 
-    if not case.extra_passes:
+    kit = task_kit(case)
+    if not ddp_applies(case):
         return
-    data = _data(tmp / "data")
+    data = _case_data(case, tmp / "data")
 
     def run(out: Path, batch: int, processes: int, *extra: str) -> dict[str, Any]:
         argv = _argv(case, data, out, "--save_strategy", "no", "--train_sampling_strategy", "sequential", *extra)
@@ -192,22 +337,23 @@ def check_ddp(case: ContractCase, tmp: Path) -> None:
 
     two = run(tmp / "ddp", 4, 2, "--ddp_backend", "gloo")
     one = run(tmp / "single", 8, 1)
-    for key in ("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"):  # up to float reduction order
+    for key in kit.ddp_metrics:  # up to float reduction order
         assert abs(two[key] - one[key]) <= 1e-4 * max(1.0, abs(one[key])), (case.id, key, two[key], one[key])
 
 
 def check_half_precision_checkpoint(case: ContractCase, tmp: Path, dtype: torch.dtype) -> None:
-    """A checkpoint saved in `dtype` loads in float32 and trains: finite losses that fall."""
+    """A checkpoint of the task's model kind saved in `dtype` loads in float32 and trains: finite losses that fall."""
     from plmkit.core.models import load_model
 
-    model, tokenizer = load_model(case.model, num_labels=2, seed=1)
+    kit = task_kit(case)
+    model, tokenizer = load_model(case.model, kind=kit.model_kind, num_labels=kit.num_labels, seed=1)
     folder = tmp / f"checkpoint-{str(dtype).split('.')[-1]}"
     model.to(dtype).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    loaded, _ = load_model(str(folder), num_labels=2)
+    loaded, _ = load_model(str(folder), kind=kit.model_kind, num_labels=kit.num_labels)
     assert loaded.dtype == torch.float32
-    half = ContractCase(case.method, case.options, case.flags, case.exports, case.extra_passes, str(folder))
-    data = _data(tmp / "data")
+    half = dataclasses.replace(case, model=str(folder))
+    data = _case_data(case, tmp / "data")
     out = tmp / "half"
     metrics = _train(half, data, out, "--save_strategy", "no", "--logging_steps", "4", "--max_steps", "24",
                      "--learning_rate", "3e-3")
@@ -234,6 +380,9 @@ def check_default_learns(case: ContractCase, tmp: Path, margin: float = 0.2) -> 
     from plmkit.core.cli import main
     from plmkit.core.data import load_builtin
 
+    if case.task != "classification":
+        raise ValueError(f"{case.id}: check_default_learns trains on TREC, a classification task; the case's task is "
+                         f"{case.task!r}")
     labels = load_builtin("trec").splits["test"]["label"]
     majority = Counter(labels).most_common(1)[0][1] / len(labels)
     out = tmp / "defaults"
