@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["clean_ids", "distillation_loss", "mask_tokens", "nt_xent", "pool"]
+__all__ = ["clean_ids", "corrupt_tokens", "distillation_loss", "mask_tokens", "nt_xent", "pool"]
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -56,6 +56,22 @@ def clean_ids(input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels.eq(-100), input_ids, labels)
 
 
+def corrupt_tokens(input_ids: torch.Tensor, chosen: torch.Tensor, mask_token_id: int, vocab_size: int,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's corruption of the `chosen` positions (Devlin et al. 2019): 80% become [MASK], 10% a random token, 10%
+    stay. Returns (corrupted ids, labels) with labels -100 where nothing was chosen. Random draws come from
+    `generator` (on its own device, then moved to the ids') if given."""
+    device = input_ids.device
+    draw_on = generator.device if generator is not None else device
+    roll = torch.rand(input_ids.shape, device=draw_on, generator=generator).to(device)
+    random_ids = torch.randint(vocab_size, input_ids.shape, device=draw_on, generator=generator).to(device)
+    chosen = chosen.to(device)
+    corrupted = torch.where(chosen & (roll < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    corrupted = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, corrupted)
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    return corrupted, labels
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
@@ -83,9 +99,4 @@ def mask_tokens(
         words = whole_words.clamp_min(0)
         per_word = rand(torch.Size([input_ids.shape[0], int(words.max()) + 1])) < probability
         chosen = maskable & (whole_words >= 0) & per_word.gather(1, words)
-    roll = rand(input_ids.shape)
-    random_ids = torch.randint(vocab_size, input_ids.shape, device=device, generator=generator)
-    corrupted = torch.where(chosen & (roll < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
-    corrupted = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_ids, corrupted)
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    return corrupted, labels
+    return corrupt_tokens(input_ids, chosen, mask_token_id, vocab_size, generator)
