@@ -14,6 +14,7 @@ as itself. `plmkit.core.processors.text_tokenizer(processor)` gives the tokenize
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import json
@@ -21,7 +22,7 @@ import os
 import socket
 import string
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ __all__ = [
     "KINDS",
     "MODEL_TYPES",
     "ModelNotFoundError",
+    "eager_attention",
     "fresh_parameters",
     "hub_reachable",
     "load_model",
@@ -528,3 +530,19 @@ def load_model(
     setattr(model, FRESH_PARAMETERS, fresh)
     processor = load_processor(folder, tok) if folder is not None else tok
     return model, processor
+
+
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Run `model` with transformers' eager attention inside the block (SDPA and flash kernels return no attention
+    weights, so `output_attentions` and hooks reading them need eager), then restore its implementation."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    changed = before not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    if changed:
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if changed:
+            model.set_attn_implementation(before)

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from plmkit.core.errors import TaskError
+from plmkit.core.models import eager_attention
 from plmkit.core.tasks.masked_lm import masked_lm_forward
 from plmkit.knowledge_pretraining.lexicon import is_function_word, is_punctuation, words_of
 
@@ -381,21 +382,6 @@ def _punctuation_ids(tokenizer: Any, ids: Iterable[int]) -> set[int]:
     return out
 
 
-@contextlib.contextmanager
-def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
-    """Eager attention for the duration (SDPA and flash kernels return no weights), restored afterwards."""
-    config = getattr(model, "config", None)
-    before = getattr(config, "_attn_implementation", None)
-    changed = before not in (None, "eager") and hasattr(model, "set_attn_implementation")
-    if changed:
-        model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if changed:
-            model.set_attn_implementation(before)
-
-
 def attention_scores(model: torch.nn.Module, tokenizer: Any, sentences: Sequence[Sentence], batch_size: int = 32,
                      autocast: bool = False) -> list[torch.Tensor]:
     """`attention_received` of every sentence (a [T] tensor per sentence, in its token order)."""
@@ -404,7 +390,7 @@ def attention_scores(model: torch.nn.Module, tokenizer: Any, sentences: Sequence
     device = next(model.parameters()).device
     out: list[torch.Tensor | None] = [None] * len(sentences)
     order = sorted(range(len(sentences)), key=lambda s: len(sentences[s].ids))
-    with _evaluating(model), _eager_attention(model), _autocast(model, autocast):
+    with _evaluating(model), eager_attention(model), _autocast(model, autocast):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             input_ids = _pad([sentences[s].ids for s in chunk], _pad_id(tokenizer))

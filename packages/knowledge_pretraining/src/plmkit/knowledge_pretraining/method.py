@@ -50,8 +50,8 @@ import importlib.util
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from plmkit.core.losses import clean_ids, corrupt_tokens
+from plmkit.core.models import eager_attention
 from plmkit.core.tasks.masked_lm import MaskedLMTask, eval_generator, masked_lm_forward
 from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodConfig, MethodContext, MethodError
@@ -277,19 +278,6 @@ class AttentionProbe:
             self.layers += 1
 
         return hook
-
-
-@contextmanager
-def _eager(model: nn.Module) -> Iterator[None]:
-    """Run `model` with eager attention inside the block (weights are returned), then restore its implementation."""
-    before = getattr(model.config, "_attn_implementation", "eager")
-    if before != "eager":
-        model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if before != "eager":
-            model.set_attn_implementation(before)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -586,7 +574,7 @@ class KnowledgeMaskingMethod(Method):
         attached = bool(probe.handles)
         probe.attach()
         try:
-            with _eager(model):
+            with eager_attention(model):
                 probe.arm(queries)
                 getattr(model, "base_model", model)(input_ids=clean, attention_mask=mask)
                 received = probe.take()
