@@ -122,8 +122,8 @@ def test_task_loads_facts_and_refuses_to_train(tmp_path):
     path.write_text("".join(json.dumps(f) + "\n" for f in FACTS))
     task = build_task("cloze_probe", {"split": "injected"}, DataSource(test_file=str(path)))
     splits = task.load()
-    assert splits["test"]["subject"] == ["dog", "cow", "leg"]
-    with pytest.raises(TaskError, match="--num_train_epochs 0"):
+    assert splits["test"]["subject"] == ["dog", "cow", "leg"] and "train" not in splits
+    with pytest.raises(TaskError, match="no training loss"):
         task.compute_loss(None, {})
     with pytest.raises(DataError, match="only evaluates"):
         build_task("cloze_probe", {}, DataSource(train_file=str(path))).load()
@@ -131,11 +131,11 @@ def test_task_loads_facts_and_refuses_to_train(tmp_path):
         build_task("cloze_probe", {"split": "train"}, DataSource(test_file=str(path)))
 
 
-def test_plmkit_train_with_zero_epochs_writes_probe_metrics(tmp_path):
+def test_plmkit_train_only_evaluates_and_writes_probe_metrics(tmp_path):
     path = tmp_path / "facts.jsonl"
     path.write_text("".join(json.dumps(f) + "\n" for f in FACTS))
     out = tmp_path / "run"
-    run_cli(["train", "--task", "cloze_probe", "--test_file", str(path), *TINY, "--num_train_epochs", "0",
+    run_cli(["train", "--task", "cloze_probe", "--test_file", str(path), *TINY,
              "--output_dir", str(out), "--per_device_eval_batch_size", "4", "--seed", "0"])
     metrics = json.loads((out / "metrics.json").read_text())
     model, tokenizer = tiny_model("bert", head="masked-lm")  # the same random model the alias builds (seed 0)

@@ -100,15 +100,18 @@ def train(cfg: ExperimentConfig) -> dict[str, float]:
     task.check_model(model)
     ctx = MethodContext(cfg.training, task, processor)
     encoded = method.prepare_data(task.encode(splits, processor, cfg.model.max_length, method.batch_columns), ctx)
-    trainer = _trainer(cfg, model, processor, method, task, train_dataset=encoded["train"],
+    trainer = _trainer(cfg, model, processor, method, task, train_dataset=encoded.get("train"),
                        eval_dataset=encoded.get("validation"))
     out = Path(cfg.training.output_dir)
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    result = trainer.train(resume_from_checkpoint=resume)
-    metrics: dict[str, Any] = dict(result.metrics)
+    metrics: dict[str, Any] = {}
+    if "train" in encoded:
+        metrics.update(trainer.train(resume_from_checkpoint=resume).metrics)
+    else:  # an evaluation-only task (e.g. a probe): the model is saved unchanged with its metrics
+        _log(f"task {task.name} has no training split: evaluating only")
     trainer.save_model()
     trainer.save_state()  # trainer_state.json: the logged losses and learning rates of the whole run
     for split, prefix in (("validation", "eval"), ("test", "test")):

@@ -15,12 +15,12 @@ probed facts themselves, so an optimistic baseline); `baseline_p_at_1` is the P@
 that beats it uses the subject, not only the relation's answer distribution.
 
 Task `cloze_probe` (evaluation only): a masked-LM model is scored on `--data wordnet-probe` or `--test_file
-FACTS.jsonl` (fields `query`, `answers`, and optionally `relation`, `split`, `subject`). The core's `plmkit train`
-always runs `Trainer.train`, so an evaluation-only run trains for zero epochs:
+FACTS.jsonl` (fields `query`, `answers`, and optionally `relation`, `split`, `subject`). The task has no training
+split, so `plmkit train` only evaluates:
 
-    plmkit train --task cloze_probe --data wordnet-probe --model_name_or_path RUN_OR_MODEL --num_train_epochs 0
+    plmkit train --task cloze_probe --data wordnet-probe --model_name_or_path RUN_OR_MODEL --output_dir DIR
 
-which saves the (unchanged) model with `metrics.json` holding `test_p_at_1`, `test_p_at_1/hypernym`,
+and saves the (unchanged) model with `metrics.json` holding `test_p_at_1`, `test_p_at_1/hypernym`,
 `test_p_at_1/injected`, `test_p_at_1/injected/hypernym`, ... (`plmkit eval` on that folder repeats it); training
 steps are refused (`compute_loss` raises). `plmkit knowledge probe` runs the probe without a run folder.
 """
@@ -276,7 +276,7 @@ def flatten_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class ClozeProbeConfig(TaskConfig):
-    """Evaluation only (run with --num_train_epochs 0): P@k of a masked-LM model on cloze facts.
+    """Evaluation only (`plmkit train` evaluates the model and trains nothing): P@k of a masked-LM model on cloze facts.
 
     Facts from --data wordnet-probe or --test_file FACTS.jsonl (--max_eval_samples keeps the first N, in file order);
     P@k per relation and split (injected/control), with the majority-answer baseline."""
@@ -330,8 +330,7 @@ class ClozeProbeTask(Task):
         test = Dataset.from_dict(rows)
         if s.max_eval_samples is not None:
             test = test.select(range(min(s.max_eval_samples, len(test))))
-        # `plmkit train` needs a training split; no step ever runs on it (compute_loss refuses to train)
-        return DatasetDict({"train": test.select(range(min(1, len(test)))), "test": test})
+        return DatasetDict({"test": test})  # no training split: `plmkit train` only evaluates
 
     @property
     def description(self) -> str:
@@ -362,8 +361,8 @@ class ClozeProbeTask(Task):
         return _FactCollator(processor)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, Any]:
-        raise TaskError("task cloze_probe only evaluates a model and has no training loss: run it with "
-                        "--num_train_epochs 0, or use `plmkit knowledge probe --model MODEL`")
+        raise TaskError("task cloze_probe only evaluates a model and has no training loss (use `plmkit train "
+                        "--task cloze_probe ...`, which only evaluates, or `plmkit knowledge probe --model MODEL`)")
 
     def evaluate(self, trainer: Any, dataset: Any, prefix: str) -> dict[str, float]:
         model = trainer.accelerator.unwrap_model(trainer.model)

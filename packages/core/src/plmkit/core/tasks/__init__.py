@@ -89,7 +89,8 @@ class Task:
 
     # -- data -------------------------------------------------------------------------------------------------------
     def load(self) -> DatasetDict:
-        """The raw splits (train, and validation/test where they exist)."""
+        """The raw splits (train, and validation/test where they exist). A task without a train split only
+        evaluates: `plmkit train` saves the model unchanged with the validation/test metrics (e.g. a probe)."""
         raise NotImplementedError
 
     @property
