@@ -140,7 +140,7 @@ def render() -> str:
     facts = next(iter(_runs(data, "data")), None)
     parts = []
     budget = (f"Budget: {s['base']} with its masked-LM head trained alone first ({s['head_steps']} steps, batch "
-              f"{s['batch']}, lr 1e-3, on the whole definitions corpus")
+              f"{s.get('head_batch', s['batch'])}, lr 1e-3, on the whole definitions corpus")
     if head and head.get("losses"):
         budget += f"; MLM loss {head['losses']['first']:.2f} -> {head['losses']['last']:.2f}"
     budget += (f"), then {s['steps']} steps of continued pre-training per policy and seed (batch {s['batch']}, lr "
