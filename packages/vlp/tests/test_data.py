@@ -2,10 +2,8 @@
 package/img/google/64/*.png): hash check, de-duplication of identical pictures, captions, splits by emoji, and the
 `image_text` task reading it with --data emoji."""
 
-import hashlib
 import io
 import json
-import tarfile
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import plmkit.vlp.data as data
 from plmkit.core.errors import DataError
 from plmkit.core.tasks import DataSource, build_task
+from plmkit.core.testing import write_tarball
 from plmkit.vlp.testing import COLORS, SHAPES, draw
 
 
@@ -50,12 +49,7 @@ def _tarball(path):
     Image.open(io.BytesIO(files["package/img/google/64/0000.png"])).save(buffer, format="PNG", compress_level=0)
     files["package/img/google/64/0100.png"] = buffer.getvalue()
     assert files["package/img/google/64/0100.png"] != files["package/img/google/64/0000.png"]
-    with tarfile.open(path, "w:gz") as tar:
-        for name, raw in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return write_tarball(path, files)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from plmkit.core.models import load_model
 
-__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "free_port", "run_cli", "tiny_dataset", "tiny_model", "write_toy_files"]
+__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "free_port", "run_cli", "tiny_dataset", "tiny_model", "write_tarball",
+           "write_toy_files"]
 
 # Each label has its own cue words, so a tiny model can learn the task in a few dozen steps.
 _CUES = [["good", "great", "best", "love", "fun"], ["bad", "terrible", "worst", "hate", "dull"], ["what", "who", "where"]]
@@ -28,6 +29,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def write_tarball(path: Path, files: dict[str, bytes]) -> str:
+    """A .tgz at `path` holding `files` (archive name -> bytes), as a package registry serves one; returns its
+    SHA-256 (for tests of `plmkit.core.data.fetch_checked` users with a fake download)."""
+    import hashlib
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, raw in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run_cli(argv: list[str], processes: int = 1, timeout: float = 600) -> None:
