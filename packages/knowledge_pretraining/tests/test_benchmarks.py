@@ -43,9 +43,10 @@ def test_render_reports_paired_verdicts_against_random(tmp_path, monkeypatch):
             {"stage": "data", "facts": {"injected": 10, "control": 10}, "train_lines": 40, "stating_lines": 20},
             {"stage": "before", "probe": _probe(0.1, 0.05), "findings": _findings(0.6)}]
     for seed, (rand, guided) in enumerate([(0.20, 0.30), (0.22, 0.31), (0.21, 0.33)], 1):
-        runs.append({"stage": "pretrain", "policy": "random", "seed": seed, "eval_masked_loss": 3.0,
+        runs.append({"stage": "pretrain", "policy": "random", "seed": seed, "eval_masked_loss": 3.0, "cpu_s": 100.0,
                      "probe": _probe(rand, 0.05), "findings": _findings(0.5)})
         runs.append({"stage": "pretrain", "policy": "loss_guided", "seed": seed, "eval_masked_loss": 3.1,
+                     "cpu_s": 100.0 + 10 * seed, "method": {"masking_rescoring_seconds": 9.0},
                      "probe": _probe(guided, 0.05), "findings": _findings(0.4)})
     runs.append({"stage": "finetune", "policy": "head", "task": "trec", "test_accuracy": 0.8})
     settings = {"base": "minilm", "head_steps": 300, "batch": 32, "steps": 400, "lr": 5e-5, "max_length": 64,
@@ -58,6 +59,7 @@ def test_render_reports_paired_verdicts_against_random(tmp_path, monkeypatch):
     row = next(line for line in text.splitlines() if line.startswith("| loss_guided |"))
     assert "31.3 +- 1.5" in row and "(3 seeds): supported" in row and "+0.0 +- 0.0 (3 seeds): within noise" in row
     assert "| head-only MiniLM | 80.0 |" in text
+    assert "1.20x the process CPU time" in text and "took 9 s" in text
 
 
 def test_render_without_results_says_not_run(tmp_path, monkeypatch):
