@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from plmkit.core.cli import main
 from plmkit.core.run import load_run
+from plmkit.core.testing import bf16_flags
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
     argv = [
         "train", "--model_name_or_path", "minilm", "--data", "rt-polarity", "--max_length", "48",
-        "--max_steps", "40", "--per_device_train_batch_size", "16", "--learning_rate", "1e-4", "--bf16", "true",
+        "--max_steps", "40", "--per_device_train_batch_size", "16", "--learning_rate", "1e-4", *bf16_flags(),
         "--max_eval_samples", "256", "--per_device_eval_batch_size", "64", "--logging_steps", "10",
         "--save_strategy", "no", "--disable_tqdm", "true", "--output_dir", str(out),
     ]

@@ -53,6 +53,7 @@ METHODS = sorted({case.method for case in CASES if case.task == "classification"
 
 
 @pytest.mark.slow
+@pytest.mark.defaults
 @pytest.mark.parametrize("method", METHODS)
 def test_default_options_learn_trec(method, tmp_path):
     check_default_learns(next(c for c in CASES if c.method == method), tmp_path)

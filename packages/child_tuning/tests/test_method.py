@@ -13,7 +13,7 @@ from plmkit.child_tuning import ChildTuningMethod
 from plmkit.core.cli import main
 from plmkit.core.data import TaskData, encode
 from plmkit.core.run import load_run
-from plmkit.core.testing import tiny_dataset, tiny_model
+from plmkit.core.testing import bf16_flags, tiny_dataset, tiny_model
 from plmkit.core.training import (
     STATE_JSON,
     STATE_TENSORS,
@@ -248,7 +248,7 @@ def test_cli_on_real_data_minilm_rt_polarity(tmp_path):
     out = tmp_path / "run"
     rc = main(["train", "--model_name_or_path", "minilm", "--data", "rt-polarity", "--max_train_samples", "64",
                "--max_eval_samples", "32", "--max_length", "64", "--max_steps", "6", "--per_device_train_batch_size",
-               "16", "--learning_rate", "1e-4", "--bf16", "true", "--report_to", "none", "--save_strategy", "no",
+               "16", "--learning_rate", "1e-4", *bf16_flags(), "--report_to", "none", "--save_strategy", "no",
                "--disable_tqdm", "true", "--output_dir", str(out), "--method", "child_tuning", "--method.reserve_p",
                "0.3"])
     assert rc == 0

@@ -12,7 +12,7 @@ from plmkit.core.cli import main
 from plmkit.core.data import TaskData, encode
 from plmkit.core.run import load_run
 from plmkit.core.sparsity import cubic_sparsity, masked_sparsity
-from plmkit.core.testing import tiny_dataset, tiny_model
+from plmkit.core.testing import bf16_flags, tiny_dataset, tiny_model
 from plmkit.core.training import Trainer
 from plmkit.pst import PSTLinear, PSTMethod, pst_layers, pst_parameter_counts
 
@@ -116,7 +116,7 @@ def test_minilm_rt_polarity_smoke(tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--model_name_or_path", "minilm", "--data", "rt-polarity", "--max_train_samples", "64",
             "--max_eval_samples", "32", "--max_length", "48",
-            "--max_steps", "6", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--bf16", "true",
+            "--max_steps", "6", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", *bf16_flags(),
             "--per_device_eval_batch_size", "100", "--report_to", "none",
             "--save_strategy", "no", "--disable_tqdm", "true", "--output_dir", str(out),
             "--method", "pst", "--method.sparsity", "0.5", "--method.train_head", "true"]

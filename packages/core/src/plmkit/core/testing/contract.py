@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from plmkit.core.testing import bf16_flags
+
 __all__ = [
     "TASK_KITS",
     "ContractCase",
@@ -372,21 +374,10 @@ DEFAULT_BUDGET = ["--max_train_samples", "1024", "--num_train_epochs", "2", "--p
                   "true", "--seed", "42"]
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (oneDNN's check: AVX-512 BF16 or AMX). On other CPUs (AVX2 only) bf16
-    autocast is emulated and several times slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def trec_check_budget() -> list[str]:
     """`DEFAULT_BUDGET` as the test runs it: in fp32 (without `--bf16 true`) on a CPU without native bf16."""
-    if native_bf16() or torch.cuda.is_available():
-        return list(DEFAULT_BUDGET)
     i = DEFAULT_BUDGET.index("--bf16")
-    return DEFAULT_BUDGET[:i] + DEFAULT_BUDGET[i + 2:]
+    return DEFAULT_BUDGET[:i] + bf16_flags() + DEFAULT_BUDGET[i + 2:]
 
 
 def check_default_learns(case: ContractCase, tmp: Path, margin: float = 0.2) -> dict[str, Any]:
