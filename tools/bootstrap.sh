@@ -30,5 +30,10 @@ for p in packages/*/pyproject.toml; do
 done
 # One pip command for all packages: the PEP 420 namespace `plmkit` is shared by every editable install.
 "$VENV/bin/python" -m pip install --quiet -c constraints.txt "${args[@]}"
+# plmkit-veco[fairseq]: fairseq-fixed ships only an sdist whose C++/Cython extensions compile against the installed
+# torch and numpy, so it builds without isolation, with Cython installed first (about 3 minutes on 2 cores).
+echo "[bootstrap] building plmkit-veco[fairseq] (fairseq-fixed from source)"
+"$VENV/bin/python" -m pip install --quiet -c constraints.txt Cython
+"$VENV/bin/python" -m pip install --quiet --no-build-isolation -c constraints.txt -e "packages/veco[fairseq]"
 echo "$want" > "$STAMP"
 echo "[bootstrap] done"
