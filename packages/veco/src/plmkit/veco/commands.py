@@ -7,6 +7,13 @@
     plmkit veco export RUN_OR_FOLDER --output_dir DIR          # plain XLM-R (plug-out) or BART (NLG), with tokenizer
     plmkit veco retrieve --model M --tsv data/veco/mt/de-en/test.tsv [--layer K]       # Tatoeba-style P@1
 
+fairseq (the extra `plmkit-veco[fairseq]`):
+
+    plmkit veco fairseq-user-dir                              # the folder for fairseq's --user-dir
+    plmkit veco export-fairseq-data --data data/veco/mt/de-en --tokenizer TOK --out data-bin/de-en
+    plmkit veco convert checkpoints/checkpoint_best.pt --tokenizer TOK --out models/from-fairseq [--data DIR]
+    plmkit veco convert models/nlg --out fairseq/nlg          # a VECO NLG folder -> checkpoint.pt + dict.*.txt
+
 Pre-training and fine-tuning are `plmkit train` runs: `--task veco_pretrain --method veco` (CA-MLM), the core
 `seq2seq` task on an `init-nlg` folder (translation), `classification` / `veco_classification` (NLU).
 """
@@ -183,6 +190,57 @@ def _retrieve(args: argparse.Namespace) -> None:
     print(json.dumps({"precision_at_1": p, "pairs": len(rows), "layer": args.layer}))
 
 
+def _user_dir(args: argparse.Namespace) -> None:
+    from plmkit.veco.fairseq import USER_DIR
+
+    print(USER_DIR)
+
+
+def _languages(args: argparse.Namespace) -> tuple[str, str]:
+    if args.src and args.tgt:
+        return args.src, args.tgt
+    src, sep, tgt = Path(args.data).name.partition("-")
+    if not sep:
+        raise ConfigError(f"give --src and --tgt (the folder name {Path(args.data).name!r} is not SRC-TGT)")
+    return args.src or src, args.tgt or tgt
+
+
+def _export_fairseq_data(args: argparse.Namespace) -> None:
+    from plmkit.veco.fairseq.convert import export_fairseq_data
+    from plmkit.veco.tokenization import VecoTokenizer
+
+    src, tgt = _languages(args)
+    out = export_fairseq_data(args.data, VecoTokenizer.from_pretrained(args.tokenizer), src, tgt, args.out,
+                              workers=args.workers)
+    print(f"fairseq data-bin ({src}->{tgt}): {out}")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    """A fairseq checkpoint (a file) -> a VECO NLG folder; a VECO NLG folder -> a fairseq checkpoint."""
+    from plmkit.veco.fairseq.convert import from_fairseq, to_fairseq
+    from plmkit.veco.modeling import VecoForConditionalGeneration
+    from plmkit.veco.tokenization import VecoTokenizer
+
+    source = Path(args.source)
+    if source.is_file():
+        if not args.tokenizer:
+            raise ConfigError("converting a fairseq checkpoint needs --tokenizer (the vocabulary its dict.txt "
+                              "was written from)")
+        tokenizer = VecoTokenizer.from_pretrained(args.tokenizer)
+        model = from_fairseq(source, tokenizer, args.data)
+        model.save_pretrained(args.out)
+        tokenizer.save_pretrained(args.out)
+        print(f"fairseq {source} -> VecoForConditionalGeneration ({tokenizer.src_lang}->{tokenizer.tgt_lang}): "
+              f"{args.out}")
+        return
+    model = _load_any(str(source))
+    if not isinstance(model, VecoForConditionalGeneration):
+        raise ConfigError(f"{source} is a {type(model).__name__}; only the NLG model (init-nlg, seq2seq runs) "
+                          "converts to fairseq")
+    path = to_fairseq(model, VecoTokenizer.from_pretrained(args.tokenizer or source), args.out, args.src, args.tgt)
+    print(f"VecoForConditionalGeneration {source} -> fairseq: {path}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plmkit veco", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -231,6 +289,26 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max_samples", type=int, default=None)
     r.add_argument("--num_threads", type=int, default=None)
     r.set_defaults(run=_retrieve)
+    u = sub.add_parser("fairseq-user-dir", help="print the folder to pass as fairseq's --user-dir")
+    u.set_defaults(run=_user_dir)
+    f = sub.add_parser("export-fairseq-data", help="a fairseq data-bin folder from SRC-TGT source<TAB>target files")
+    f.add_argument("--data", required=True, help="a folder with train.tsv (and validation.tsv, test.tsv)")
+    f.add_argument("--tokenizer", required=True, help="a VECO tokenizer folder (with the language tokens)")
+    f.add_argument("--src", default=None, help="source language (default: from the folder name SRC-TGT)")
+    f.add_argument("--tgt", default=None, help="target language (default: from the folder name SRC-TGT)")
+    f.add_argument("--workers", type=int, default=1)
+    f.add_argument("--out", required=True)
+    f.set_defaults(run=_export_fairseq_data)
+    c = sub.add_parser("convert", help="fairseq checkpoint (file) <-> VECO NLG model (folder)")
+    c.add_argument("source", help="a fairseq checkpoint.pt, or a VecoForConditionalGeneration folder")
+    c.add_argument("--out", required=True, help="the VECO folder, or the folder for checkpoint.pt + dict.*.txt")
+    c.add_argument("--tokenizer", default=None, help="tokenizer folder (from fairseq: required; to fairseq: "
+                                                     "default the model's)")
+    c.add_argument("--data", default=None, help="from fairseq: the folder with dict.*.txt (default: the "
+                                                "checkpoint's training data)")
+    c.add_argument("--src", default=None, help="to fairseq: source language (default: the tokenizer's)")
+    c.add_argument("--tgt", default=None, help="to fairseq: target language (default: the tokenizer's)")
+    c.set_defaults(run=_convert)
     return parser
 
 
