@@ -1,6 +1,6 @@
 """Render the VECO README's results block from packages/veco/benchmarks/results/veco_*.json (never typed by hand):
 the reproduction (BLEU, retrieval P@1, zero-shot book-group accuracy per arm, with paired verdicts on the paper's
-claims; "not run yet" without its json), its plot, and the step-cost measurement.
+claims; "not run yet" without its json), its plot, the step-cost measurement and the generate speed against fairseq.
 
     python packages/veco/benchmarks/render_table.py [--check]
 """
@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "packages" / "veco" / "README.md"
 RESULTS = ROOT / "packages" / "veco" / "benchmarks" / "results"
 REPRO, PERF, PLOT = RESULTS / "veco_reproduction.json", RESULTS / "veco_perf.json", RESULTS / "veco_reproduction.png"
+GENERATE = RESULTS / "veco_generate_perf.json"
 START, END = "<!-- veco-results:start -->", "<!-- veco-results:end -->"
 ARMS = {"random": "(a) random init", "mlm": "(b) MLM-only pre-training", "veco": "(c) VECO CA-MLM"}
 #: (column, stage, metric, scale to points)
@@ -98,6 +99,14 @@ def perf(p: dict) -> list[str]:
             f"| wall time (shared machine, load {p['load_average']:.1f}) | {p['ratio_wall']:.2f}x | |", ""]
 
 
+def generate_perf(p: dict) -> list[str]:
+    return [f"Generate speed against fairseq ({p['setup']}; same best hypothesis for {p['same_best_hypothesis']} "
+            "sources):", "",
+            "| ours (`generate`) | fairseq (`SequenceGenerator`) | ours / fairseq | target |", "|---|---|---|---|",
+            f"| {p['ours_tokens_per_s']:.0f} tokens/s | {p['fairseq_tokens_per_s']:.0f} tokens/s | {p['ratio']:.2f}x "
+            f"| >= {p['target_ratio']}x |", ""]
+
+
 def render() -> str:
     lines: list[str] = []
     if REPRO.exists() and json.loads(REPRO.read_text()).get("runs"):
@@ -107,6 +116,8 @@ def render() -> str:
                   "`benchmarks/results/veco_reproduction.json`; the lead runs it).", ""]
     if PERF.exists():
         lines += perf(json.loads(PERF.read_text()))
+    if GENERATE.exists():
+        lines += generate_perf(json.loads(GENERATE.read_text()))
     return "\n".join(lines).rstrip()
 
 
