@@ -323,6 +323,12 @@ class ImageTextTask(_ImageTextTask):
     config: ImageTextConfig
     model_kind = "masked-lm"  # SemVLPForPreTraining (registered for AutoModelForMaskedLM and AutoModelForPreTraining)
 
+    @classmethod
+    def contract_kit(cls) -> Any:
+        from plmkit.vlp.testing import contract_kit
+
+        return contract_kit()
+
     @property
     def extra_columns(self) -> tuple[str, ...]:  # type: ignore[override]
         return (self.config.answer_column,)

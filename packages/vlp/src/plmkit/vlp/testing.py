@@ -10,7 +10,8 @@ import numpy as np
 
 from plmkit.vlp.configuration import SemVLPConfig
 
-__all__ = ["RESNET", "TINY", "VIT", "data_flags", "draw", "pairs", "tiny_config", "tiny_folder", "write_image_text"]
+__all__ = ["RESNET", "TINY", "VIT", "contract_kit", "data_flags", "draw", "pairs", "tiny_config", "tiny_folder",
+           "write_image_text"]
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 30),
           "black": (10, 10, 10), "pink": (250, 120, 200), "brown": (120, 70, 20), "grey": (128, 128, 128)}
@@ -84,3 +85,29 @@ def tiny_folder(folder: Path, encoder: dict | None = None, seed: int = 0, **over
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def _contract_batch(processor) -> dict:
+    import torch
+
+    enc = dict(processor(["a red square", "a blue dot", "a grey bar"], padding=True, return_tensors="pt"))
+    return {**enc, "pixel_values": torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))}
+
+
+def contract_kit():
+    """The contract kit's `TaskKit` for the image_text task: the coloured shapes (8 validation and 8 test pairs), a
+    tiny SemVLP folder (test_resnet) as the model, a batch of three captions with pixels; the task's matching loss
+    and accuracy are the metrics compared on resume and across 2 processes."""
+    from plmkit.core.testing.contract import TaskKit
+
+    return TaskKit(
+        write_data=lambda folder: data_flags(write_image_text(folder, n_val=8, n_test=8)),
+        flags=("--task", "image_text"),
+        resume_metrics=("eval_loss", "test_loss", "test_accuracy"),
+        ddp_metrics=("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"),
+        auto_class="AutoModelForPreTraining",
+        model_kind="masked-lm",
+        num_labels=None,
+        batch=_contract_batch,
+        build_model=lambda folder: str(tiny_folder(folder)),
+    )

@@ -108,6 +108,12 @@ class Task:
     def check_model(self, model: nn.Module) -> None:
         """Raise `TaskError` when `model` cannot serve this task (e.g. an encoder-only model for seq2seq)."""
 
+    @classmethod
+    def contract_kit(cls) -> Any:
+        """How the contract kit (`plmkit.core.testing.contract`) exercises a method on this task: a `TaskKit`, or None
+        where the kit has none. The core's tasks have theirs in `TASK_KITS`; a package's task returns its own."""
+        return None
+
     def encode(self, splits: DatasetDict, processor: Any, max_length: int,
                keep_columns: tuple[str, ...] = ()) -> DatasetDict:
         """Model inputs for every split, with `example_id` (row index in its split) and `keep_columns`."""

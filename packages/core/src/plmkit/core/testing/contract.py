@@ -127,7 +127,12 @@ class TaskKit:
     precision; `batch(tokenizer)`: the inputs whose logits checks 1 and 2 compare; `random_masks`: the task
     corrupts its training inputs from each process's random stream, so `check_ddp` runs only for cases with
     `process_independent_masks`; `exact_export`: a "transformers" export holds only the Auto class's weights (a
-    method's extra modules, such as a projection head, must be gone).
+    method's extra modules, such as a projection head, must be gone); `build_model(folder)`: for a task whose models
+    no alias builds (e.g. an image encoder plus a text trunk), saves a tiny model (and its processor) under `folder`
+    and returns the path every check then trains from instead of the case's `model`.
+
+    The core's tasks have their kits in `TASK_KITS`; a package's task gives its own from the classmethod
+    `contract_kit()` of its `Task` class (registered under `plmkit.tasks`).
 
     The task-loss curve `check_half_precision_checkpoint` reads is the trainer's `loss/task` where the method adds
     loss terms, else `loss`, whatever the task.
@@ -143,6 +148,7 @@ class TaskKit:
     batch: Callable[[Any], dict[str, torch.Tensor]]
     random_masks: bool = False
     exact_export: bool = False
+    build_model: Callable[[Path], str] | None = None
 
 
 def _flags(paths: dict[str, Path]) -> list[str]:
@@ -179,18 +185,16 @@ def _masked_sentences(tokenizer: Any) -> dict[str, torch.Tensor]:
     return dict(tokenizer(texts, padding=True, return_tensors="pt"))
 
 
-# The classification kit looks `_data` and `_batch` up when it runs, so a package test that swaps these two module
-# functions (monkeypatch) for its own data and inputs still reaches the checks through a classification case.
 TASK_KITS: dict[str, TaskKit] = {
     "classification": TaskKit(
-        write_data=lambda folder: _data(folder),
+        write_data=_data,
         flags=(),
         resume_metrics=("eval_loss", "test_loss", "test_accuracy"),
         ddp_metrics=("eval_loss", "eval_accuracy", "test_loss", "test_accuracy"),
         auto_class="AutoModelForSequenceClassification",
         model_kind="sequence-classification",
         num_labels=2,
-        batch=lambda tokenizer: _batch(tokenizer),
+        batch=_batch,
     ),
     # eval_loss is transformers' mean of per-batch losses, which depends on how the tokens fall into batches, so the
     # 2-process check compares the token-weighted masked_loss instead.
@@ -210,8 +214,17 @@ TASK_KITS: dict[str, TaskKit] = {
 
 
 def task_kit(case: ContractCase) -> TaskKit:
-    """The `TaskKit` of the case's task; a task the kit does not know is a ValueError naming those it knows."""
+    """The `TaskKit` of the case's task: `TASK_KITS`, else the registered task's `contract_kit()`; a task with no kit
+    is a ValueError naming those the kit knows."""
+    from plmkit.core.errors import TaskError
+    from plmkit.core.tasks import TASKS
+
     kit = TASK_KITS.get(case.task)
+    if kit is None:
+        try:
+            kit = TASKS.get(case.task).contract_kit()
+        except TaskError:  # not a registered task
+            kit = None
     if kit is None:
         raise ValueError(f"{case.id}: the contract kit does not know task {case.task!r}; it runs "
                          f"{', '.join(sorted(TASK_KITS))} (add a TaskKit to TASK_KITS for another task)")
@@ -220,6 +233,13 @@ def task_kit(case: ContractCase) -> TaskKit:
 
 def _case_data(case: ContractCase, folder: Path) -> list[str]:
     return task_kit(case).write_data(folder)
+
+
+def _with_model(case: ContractCase, tmp: Path) -> ContractCase:
+    """The case with the tiny model its task kit builds under `tmp` (unchanged for a task whose models an alias
+    builds)."""
+    build = task_kit(case).build_model
+    return case if build is None else dataclasses.replace(case, model=build(tmp / "model"))
 
 
 def _argv(case: ContractCase, data: list[str], out: Path, *flags: str) -> list[str]:
@@ -250,6 +270,7 @@ def check_save_reload(case: ContractCase, tmp: Path) -> Path:
     from plmkit.core.run import evaluate_run, load_run
 
     kit = task_kit(case)
+    case = _with_model(case, tmp)
     data = _case_data(case, tmp / "data")
     out = tmp / "run"
     metrics = _train(case, data, out, "--save_strategy", "no")
@@ -293,6 +314,7 @@ def check_resume(case: ContractCase, tmp: Path) -> None:
     """16 steps straight vs 8 steps, stop, resume from checkpoint-8 to 16: same final weights (every tensor of
     model.safetensors, a method's own modules included) and the task's metrics."""
     kit = task_kit(case)
+    case = _with_model(case, tmp)
     data = _case_data(case, tmp / "data")
     straight = tmp / "straight"
     full = _train(case, data, straight, "--save_strategy", "steps", "--save_steps", "8")
@@ -328,6 +350,7 @@ def check_ddp(case: ContractCase, tmp: Path) -> None:
     kit = task_kit(case)
     if not ddp_applies(case):
         return
+    case = _with_model(case, tmp)
     data = _case_data(case, tmp / "data")
 
     def run(out: Path, batch: int, processes: int, *extra: str) -> dict[str, Any]:
@@ -348,6 +371,7 @@ def check_half_precision_checkpoint(case: ContractCase, tmp: Path, dtype: torch.
     from plmkit.core.models import load_model
 
     kit = task_kit(case)
+    case = _with_model(case, tmp)
     model, tokenizer = load_model(case.model, kind=kit.model_kind, num_labels=kit.num_labels, seed=1)
     folder = tmp / f"checkpoint-{str(dtype).split('.')[-1]}"
     model.to(dtype).save_pretrained(folder)
