@@ -126,6 +126,8 @@ def from_fairseq(checkpoint: str | Path, tokenizer: VecoTokenizer,
     if ids[dictionary.pad()] != 1:
         raise ConfigError("the padding token must be id 1 (fairseq's position offset)")
     tgt, src = task.cfg.target_lang, task.cfg.source_lang
+    if dictionary.index(f"[{tgt}]") == dictionary.unk():
+        raise ConfigError(f"the fairseq dictionary has no target language token [{tgt}]")
     start = int(ids[dictionary.index(f"[{tgt}]")])
     config = VecoConfig(
         vocab_size=len(tokenizer), hidden_size=args.encoder_embed_dim, num_hidden_layers=args.encoder_layers,
