@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepError", "plmkit_train", "run_sweep"]
+__all__ = ["SweepError", "logged_losses", "plmkit_train", "run_sweep"]
 
 
 class SweepError(RuntimeError):
@@ -116,3 +116,10 @@ def plmkit_train(argv: list[str], out: Path, threads: int = 1) -> dict[str, Any]
     metrics = json.loads(metrics_file.read_text())
     metrics["process_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
     return metrics
+
+
+def logged_losses(run: Path) -> dict[str, float]:
+    """The first and the last training loss a `plmkit train` run logged (trainer_state.json), or {} if none."""
+    history = json.loads((Path(run) / "trainer_state.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    return {"first": losses[0], "last": losses[-1]} if losses else {}

@@ -39,7 +39,7 @@ def head_note(runs: list[dict]) -> str:
     if head is None:
         return ""
     return (f"; every variant starts from its masked-LM head trained alone for {head['steps']} steps, MLM loss "
-            f"{head['first_loss']:.2f} -> {head['last_loss']:.2f}")
+            f"{head['losses']['first']:.2f} -> {head['losses']['last']:.2f}")
 
 
 def pretrain_table(runs: list[dict]) -> str:

@@ -9,8 +9,9 @@ the noise invariance of the representations.
 Stages (one json, tools/bench/sweep.py; rerun to resume, keep --work: the later stages read the pre-trained folders):
 0. `head`: all-MiniLM-L6-v2 ships no masked-LM head (its transform layer loads fresh, its decoder tied to the
    embeddings), so its MLM loss starts near 9. Only the head (everything outside the base encoder; the encoder and
-   the tied decoder frozen) is trained with the MLM loss on the corpus for `--head_steps` steps (default 300, batch
-   32, lr 1e-3, the settings of plmkit-upt's `adapt-head`), saved to WORK/minilm_head; every pre-training variant
+   the tied decoder frozen: the core's `--method head_only`) is trained with the MLM loss on the corpus for
+   `--head_steps` steps (default 300, batch 32, lr 1e-3, the settings of plmkit-upt's `adapt-head`), saved to
+   WORK/minilm_head; every pre-training variant
    starts from it. Fine-tuning and the probe read only the encoder, which this stage leaves as it is.
 1. `pretrain`: MiniLM with that head (`minilm`) continues pre-training on `--data builtin-text` (every builtin dataset's
    training texts; their test texts are not in it) with task masked_lm, 15% BERT masking, max_length 64, batch 32,
@@ -44,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
-from sweep import SweepError, plmkit_train, run_sweep  # noqa: E402
+from sweep import SweepError, logged_losses, plmkit_train, run_sweep  # noqa: E402
 
 JSON = Path(__file__).parent / "results" / "capt_reproduction.json"
 SEEDS = (13, 21, 42, 87, 100)
@@ -86,48 +87,23 @@ def model_path(model: str, work: Path, base: str) -> str:
     return str(folder)
 
 
-def make_head(work: Path, base: str, steps: int):
+def head_flags(base: str, steps: int, smoke: bool) -> list[str]:
+    """The core's `head_only` method: the MLM head alone (the encoder and the decoder tied to the embeddings frozen)."""
+    flags = ["--task", "masked_lm", "--data", "builtin-text", "--model_name_or_path", base, "--method", "head_only",
+             "--max_steps", str(steps), "--per_device_train_batch_size", str(HEAD_BATCH), "--learning_rate", "1e-3",
+             "--max_length", "64", "--max_eval_samples", "256", "--seed", str(PRETRAIN_SEED), "--report_to", "none",
+             "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "10", "--overwrite_output_dir", "true"]
+    if smoke:
+        flags += ["--max_train_samples", "256", "--max_eval_samples", "64", "--logging_steps", "2"]
+    return flags
+
+
+def make_head(work: Path, base: str, steps: int, smoke: bool):
     def run_one(job: dict) -> dict:
-        import torch
-        import torch.nn.functional as F
-
-        from plmkit.core.losses import mask_tokens
-        from plmkit.core.models import load_model
-        from plmkit.core.tasks import DataSource, build_task
-        from plmkit.core.tasks.masked_lm import masked_lm_forward
-        from plmkit.core.training import auto_num_threads
-
-        torch.set_num_threads(auto_num_threads())
-        texts = list(build_task("masked_lm", {}, DataSource(data="builtin-text")).load()["train"]["text"])
-        model, tokenizer = load_model(base, kind="masked-lm", seed=PRETRAIN_SEED)
-        encoder = {id(p) for p in model.base_model.parameters()}  # the tied decoder is the embeddings: frozen too
-        head = [p for p in model.parameters() if id(p) not in encoder]
-        for p in model.parameters():
-            p.requires_grad_(id(p) not in encoder)
-        optimizer = torch.optim.AdamW(head, lr=1e-3)
-        generator = torch.Generator().manual_seed(PRETRAIN_SEED)
-        order = torch.randperm(len(texts), generator=generator).tolist()
-        specials = torch.tensor(sorted(tokenizer.all_special_ids))
-        model.train()
-        losses = []
-        for step in range(steps):
-            rows = [texts[order[(step * HEAD_BATCH + i) % len(order)]] for i in range(HEAD_BATCH)]
-            enc = tokenizer(rows, truncation=True, max_length=64, padding=True, return_tensors="pt")
-            maskable = enc["attention_mask"].bool() & ~torch.isin(enc["input_ids"], specials)
-            ids, labels = mask_tokens(enc["input_ids"], maskable, tokenizer.mask_token_id, len(tokenizer), 0.15,
-                                      generator=generator)
-            batch = {**{k: v for k, v in enc.items() if k != "input_ids"}, "input_ids": ids, "labels": labels}
-            logits, targets, _ = masked_lm_forward(model, batch)
-            loss = F.cross_entropy(logits, targets)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-        model.save_pretrained(work / "minilm_head")
-        tokenizer.save_pretrained(work / "minilm_head")
-        window = min(10, len(losses))
-        return {"steps": steps, "trained_parameters": sum(p.numel() for p in head),
-                "first_loss": sum(losses[:window]) / window, "last_loss": sum(losses[-window:]) / window}
+        out = work / "minilm_head"
+        metrics = plmkit_train(head_flags(base, steps, smoke), out)
+        return {"steps": steps, "eval_masked_loss": metrics.get("eval_masked_loss"), "cpu_s": metrics["process_cpu_s"],
+                "losses": logged_losses(out)}
 
     return run_one
 
@@ -261,7 +237,7 @@ def main() -> None:
         "probe_sentences": probe_n, "noise_rate": 0.15,
     }
     if "head" in args.stages:
-        run_sweep(args.json, [{"stage": "head", "model": "minilm"}], make_head(args.work, base, args.head_steps), key,
+        run_sweep(args.json, [{"stage": "head", "model": "minilm"}], make_head(args.work, base, args.head_steps, args.smoke), key,
                   parallel=1, settings=settings)
     if "pretrain" in args.stages:
         jobs = [{"stage": "pretrain", "model": m} for m in PRETRAINED]

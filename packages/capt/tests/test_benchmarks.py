@@ -36,7 +36,7 @@ def test_the_two_fine_tuning_regimes():
 
 
 def _made_up_runs(seeds: list[int]) -> list[dict]:
-    runs: list[dict] = [{"stage": "head", "model": "minilm", "steps": 300, "first_loss": 9.0, "last_loss": 4.0}]
+    runs: list[dict] = [{"stage": "head", "model": "minilm", "steps": 300, "losses": {"first": 9.0, "last": 4.0}}]
     for model, steps in (("mlm", 10), ("mlm_time", 19), ("capt", 10)):
         runs.append({"stage": "pretrain", "model": model, "steps": steps, "eval_masked_loss": 3.0,
                      "eval_masked_accuracy": 0.4, "process_cpu_s": 100.0,

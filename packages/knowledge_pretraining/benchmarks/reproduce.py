@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 
-from sweep import SweepError, plmkit_train, run_sweep  # noqa: E402
+from sweep import SweepError, logged_losses, plmkit_train, run_sweep  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 JSON = HERE / "results" / "reproduction.json"
@@ -164,7 +164,7 @@ def make_runner(work: Path, base: str, args: argparse.Namespace):
         if stage == "head":
             metrics = plmkit_train(head_flags(base, args.head_steps, args.smoke), work / "head")
             return {"eval_masked_loss": metrics.get("eval_masked_loss"), "cpu_s": metrics["process_cpu_s"],
-                    "losses": _losses(work / "head")}
+                    "losses": logged_losses(work / "head")}
         if stage == "data":
             return build_data(work, base, args.facts)
         if stage == "before":
@@ -184,12 +184,6 @@ def make_runner(work: Path, base: str, args: argparse.Namespace):
         raise SweepError(f"unknown stage {stage!r}")
 
     return run_one
-
-
-def _losses(run: Path) -> dict:
-    history = json.loads((run / "trainer_state.json").read_text())["log_history"]
-    losses = [h["loss"] for h in history if "loss" in h]
-    return {"first": losses[0], "last": losses[-1]} if losses else {}
 
 
 def main(argv: list[str] | None = None) -> int:
