@@ -326,7 +326,7 @@ def test_jsonl_reads_the_text_field_or_the_first_text_column(tmp_path):
     source = DataSource(train_file=str(path), text_columns=("body", "text"))
     splits = build_task("masked_lm", {}, source).load()
     assert all(t == t.upper() for t in list(splits["train"]["text"]))
-    with pytest.raises(DataError, match=r"c.jsonl line 1 has no 'title' field .*'body', 'id', 'text'"):
+    with pytest.raises(DataError, match=r"c.jsonl:1: no 'title' field .*'body', 'id', 'text'"):
         build_task("masked_lm", {}, DataSource(train_file=str(path), text_columns=("title",))).load()
 
 
@@ -357,10 +357,10 @@ def test_an_empty_corpus_file_is_a_data_error_naming_it(tmp_path):
         _task(tmp_path / "empty.jsonl").load()
 
 
-def test_a_non_utf8_corpus_file_is_a_data_error_with_the_offset_of_the_first_bad_byte(tmp_path):
+def test_a_non_utf8_corpus_file_is_a_data_error_with_the_line_and_column_of_the_first_bad_byte(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("a good line\nun film très drôle\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1\.txt is not valid UTF-8: byte 0xe8 at byte offset 22 \(line 2\)"):
+    with pytest.raises(DataError, match=r"latin1\.txt:2: not UTF-8 text \(byte 0xe8 at column 11\)"):
         _task(path).load()
 
 
@@ -480,7 +480,7 @@ def test_plmkit_eval_and_export_of_a_masked_lm_run(tmp_path, capsys):
 
 @pytest.mark.parametrize(("content", "needles"), [
     (b"\n\n", ["empty.txt is empty"]),
-    (b"fine\n\xff\xfe broken\n", ["empty.txt is not valid UTF-8", "byte offset 5", "line 2"]),
+    (b"fine\n\xff\xfe broken\n", ["empty.txt:2: not UTF-8 text", "byte 0xff at column 1"]),
 ])
 def test_plmkit_train_reports_bad_corpus_files_in_one_line(tmp_path, capsys, content, needles):
     path = tmp_path / "empty.txt"

@@ -99,7 +99,7 @@ def test_parallel_files_with_different_line_counts_are_refused(tmp_path):
         ("t.tsv", "x\ty\na\tb\n", {"source_column": "en", "target_column": "de"}, "no column(s) ['en', 'de']"),
         ("t.tsv", "en\tde\na\tb\tc\n", {"source_column": "en", "target_column": "de"}, "t.tsv:2: 3 tab-separated"),
         ("t.tsv", b"ok\tgut\nna\xefve\tnaiv\n", {}, "t.tsv:2: not UTF-8 text (byte 0xef at column 3)"),
-        ("t.jsonl", '{"source": "a", "target": "b"}\n{"source": "a"\n', {}, "t.jsonl:2: not a JSON object"),
+        ("t.jsonl", '{"source": "a", "target": "b"}\n{"source": "a"\n', {}, "t.jsonl:2: not valid JSON"),
         ("t.jsonl", '{"source": "a", "tgt": "b"}\n', {}, "t.jsonl:1: no text field 'target' (its keys are"),
         ("t.jsonl", '{"source": "a", "target": 3}\n', {}, "t.jsonl:1: no text field 'target' (it is int)"),
         ("t.jsonl", "[1, 2]\n", {}, "t.jsonl:1: expected a JSON object, found list"),

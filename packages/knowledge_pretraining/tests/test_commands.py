@@ -65,7 +65,7 @@ def test_bad_input_is_a_clear_error(saved, tmp_path, capsys):
     folder, _, _ = saved
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "no mask here", "answers": ["film"]}\n')
-    with pytest.raises(DataError, match="line 1"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:1: "):
         main(["probe", "--model", str(folder), "--facts", str(bad)])
     assert plmkit_main(["knowledge", "probe", "--model", str(folder), "--facts", str(bad)]) == 2
     assert "exactly one [MASK]" in capsys.readouterr().err

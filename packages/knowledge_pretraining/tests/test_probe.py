@@ -107,13 +107,13 @@ def test_majority_baseline():
 def test_bad_facts_files_are_clear_errors(tmp_path, line, message):
     path = tmp_path / "facts.jsonl"
     path.write_text(json.dumps(FACTS[0]) + "\n" + line + "\n")
-    with pytest.raises(DataError, match="line 2") as err:
+    with pytest.raises(DataError, match=r"facts\.jsonl:2: ") as err:
         read_facts(path)
     assert message in str(err.value)
     with pytest.raises(DataError, match="does not exist"):
         read_facts(tmp_path / "missing.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(DataError, match="no facts"):
+    with pytest.raises(DataError, match="is empty"):
         read_facts(tmp_path / "empty.jsonl")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -52,6 +54,8 @@ __all__ = [
     "fetch_checked",
     "load_builtin",
     "load_files",
+    "read_jsonl",
+    "read_lines",
     "prepare_builtin",
 ]
 
@@ -299,6 +303,50 @@ def load_builtin(name: str) -> TaskData:
     path = prepare_builtin(name)
     spec = BUILTIN[name]
     return TaskData(name, load_from_disk(str(path)), ("text",), "label", spec.label_names, spec.metrics)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text files read whole: the one UTF-8 and JSON Lines reader of the tasks
+# ---------------------------------------------------------------------------------------------------------------
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file (split on '\\n' only, so every line number is the one `wc -l` and editors
+    show; '\\r' endings and a byte-order mark are dropped). A missing file, a folder, a file with no non-blank line and
+    a non-UTF-8 file are DataErrors naming the file (and the line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {column}); "
+                        "convert the file to UTF-8, e.g. with iconv") from None
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start another
+    lines = [line.removesuffix("\r") for line in lines]
+    if not any(line.strip() for line in lines):
+        raise DataError(f"{path} is empty: it has no non-blank line")
+    return lines
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a JSON Lines file with their line numbers (blank lines skipped; `read_lines` checks the file).
+    A line that is not a JSON object is a DataError naming the file and the line."""
+    records = []
+    for number, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, found {type(record).__name__}")
+        records.append((number, record))
+    return records
 
 
 # ---------------------------------------------------------------------------------------------------------------

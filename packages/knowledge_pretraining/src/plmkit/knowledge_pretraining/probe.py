@@ -27,7 +27,6 @@ steps are refused (`compute_loss` raises). `plmkit knowledge probe` runs the pro
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +38,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from torch import nn
 
+from plmkit.core.data import read_jsonl
 from plmkit.core.errors import DataError, TaskError
 from plmkit.core.tasks import Task, TaskConfig
 from plmkit.core.tasks.masked_lm import MaskedLMTask, masked_lm_forward
@@ -102,21 +102,7 @@ def read_facts(path: str | Path) -> list[dict[str, Any]]:
     """The facts of a .jsonl file (one JSON object a line; blank lines skipped). A missing file, a line that is not
     JSON, lacks `query`/`answers`, or whose query does not hold exactly one [MASK] is a `DataError` naming the
     line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"facts file {path} does not exist" if not path.exists() else f"{path} is not a file")
-    facts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path} line {number} is not valid JSON: {err.msg}") from None
-        facts.append(_check_fact(record, f"{path} line {number}"))
-    if not facts:
-        raise DataError(f"{path} holds no facts")
-    return facts
+    return [_check_fact(record, f"{path}:{number}") for number, record in read_jsonl(path)]
 
 
 def load_probe_facts(data: str | None = None, facts_file: str | Path | None = None) -> list[dict[str, Any]]:

@@ -37,7 +37,6 @@ per-batch losses, weighted by batch size), so `eval_masked_loss` is the number t
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, EvalPrediction
 from transformers.utils import ModelOutput
 
-from plmkit.core.data import BUILTIN, DATASETS, SPLIT_SEED, load_builtin
+from plmkit.core.data import BUILTIN, DATASETS, SPLIT_SEED, load_builtin, read_jsonl, read_lines
 from plmkit.core.errors import DataError, TaskError
 from plmkit.core.losses import mask_tokens
 from plmkit.core.tasks import Task, TaskConfig
@@ -103,19 +102,6 @@ class MaskedLMConfig(TaskConfig):
 # ---------------------------------------------------------------------------------------------------------------
 # Reading corpora
 # ---------------------------------------------------------------------------------------------------------------
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"{path} is not valid UTF-8: byte 0x{raw[err.start]:02x} at byte offset {err.start} (line {line})"
-        ) from None
-
-
 def read_corpus(path: str | Path, text_field: str = "text", split: str = "train") -> list[str]:
     """The examples of a corpus file: the non-blank lines of a .txt file (stripped), or the non-blank `text_field`
     values of a .jsonl file. A missing, empty or non-UTF-8 file is a `DataError` naming it."""
@@ -128,36 +114,22 @@ def read_corpus(path: str | Path, text_field: str = "text", split: str = "train"
     if suffix not in TEXT_SUFFIXES + JSONL_SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix!r} for masked_lm; use .txt (one example per line) "
                         f"or .jsonl (a {text_field!r} field)")
-    lines = _decode(path).split("\n")
-    texts: list[str] = []
     if suffix in TEXT_SUFFIXES:
-        texts = [s for s in (line.strip() for line in lines) if s]
-        if not texts:
-            raise DataError(f"{path} is empty: it has no non-blank line")
-        return texts
-    records = 0
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path} line {number} is not valid JSON: {err.msg}") from None
-        records += 1
-        if not isinstance(record, dict) or text_field not in record:
-            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise DataError(f"{path} line {number} has no {text_field!r} field (it has {keys}); choose the text "
-                            f"field with --text_columns")
+        return [s for s in (line.strip() for line in read_lines(path)) if s]
+    texts: list[str] = []
+    for number, record in read_jsonl(path):
+        if text_field not in record:
+            raise DataError(f"{path}:{number}: no {text_field!r} field (it has {sorted(record)}); choose the "
+                            f"text field with --text_columns")
         value = record[text_field]
         if value is None:
             continue
         if not isinstance(value, str):
-            raise DataError(f"{path} line {number}: {text_field!r} must be a string, got {type(value).__name__}")
+            raise DataError(f"{path}:{number}: {text_field!r} must be a string, got {type(value).__name__}")
         if value.strip():
             texts.append(value.strip())
     if not texts:
-        what = "no non-blank line" if not records else f"no non-blank {text_field!r} value"
-        raise DataError(f"{path} is empty: it has {what}")
+        raise DataError(f"{path} is empty: it has no non-blank {text_field!r} value")
     return texts
 
 

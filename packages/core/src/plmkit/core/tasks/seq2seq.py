@@ -21,7 +21,6 @@ naming the file and the line.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from transformers import (
     PretrainedConfig,
 )
 
+from plmkit.core.data import read_jsonl, read_lines
 from plmkit.core.errors import DataError, TaskError
 from plmkit.core.tasks import Task, TaskConfig
 
@@ -98,35 +98,11 @@ class Seq2SeqConfig(TaskConfig):
 # ---------------------------------------------------------------------------------------------------------------
 # Reading parallel data
 # ---------------------------------------------------------------------------------------------------------------
-def _read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file (split on '\\n' only, so every line number is the one `wc -l` and editors
-    show; '\\r' endings and a byte-order mark are dropped). Missing, empty and non-UTF-8 files are DataErrors."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {column}); "
-                        "convert the file to UTF-8, e.g. with iconv") from None
-    text = text.removeprefix("\ufeff")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start another
-    lines = [line.removesuffix("\r") for line in lines]
-    if not any(line.strip() for line in lines):
-        raise DataError(f"{path} is empty")
-    return lines
-
-
 def read_parallel(source_path: str | Path, target_path: str | Path) -> Dataset:
     """Two plain-text files aligned by line (line i of the target translates line i of the source) as a Dataset
     with columns `source` and `target`. Files whose line counts differ are refused: one missing or extra line
     shifts every later pair."""
-    sources, targets = _read_lines(source_path), _read_lines(target_path)
+    sources, targets = read_lines(source_path), read_lines(target_path)
     if len(sources) != len(targets):
         raise DataError(f"{source_path} has {len(sources)} lines, {target_path} has {len(targets)} lines; "
                         "parallel files must be aligned line by line")
@@ -134,7 +110,7 @@ def read_parallel(source_path: str | Path, target_path: str | Path) -> Dataset:
 
 
 def _read_tsv(path: Path, source_column: str, target_column: str) -> dict[str, list[str]]:
-    numbered = [(i, line) for i, line in enumerate(_read_lines(path), 1) if line.strip()]
+    numbered = [(i, line) for i, line in enumerate(read_lines(path), 1) if line.strip()]
     first = numbered[0][1].split("\t")
     defaults = (source_column, target_column) == (SOURCE, TARGET)
     if source_column in first and target_column in first:
@@ -167,15 +143,7 @@ def _read_tsv(path: Path, source_column: str, target_column: str) -> dict[str, l
 
 def _read_jsonl(path: Path, source_column: str, target_column: str) -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {SOURCE: [], TARGET: []}
-    for number, line in enumerate(_read_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not a JSON object ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, found {type(row).__name__}")
+    for number, row in read_jsonl(path):
         if source_column not in row and isinstance(row.get("translation"), dict):
             row = row["translation"]  # transformers' translation layout: {"translation": {"en": ..., "de": ...}}
         for column in (source_column, target_column):
