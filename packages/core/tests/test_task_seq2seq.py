@@ -282,6 +282,30 @@ def test_cli_trains_a_copy_task_and_reports_bleu(tmp_path):
     assert metrics["eval_loss"] < 3.0  # a random model starts at about ln(261) = 5.6
 
 
+def test_the_final_evaluation_generates_once_per_split(tmp_path, monkeypatch):
+    """A task's own evaluate (generation + BLEU here) runs once per split at the end of a run and in `plmkit eval`
+    (it ran twice: the run called it, and its trainer.evaluate call entered it again)."""
+    calls = []
+    original = Seq2SeqTask.evaluate
+
+    def counted(self, trainer, dataset, prefix):
+        calls.append(prefix)
+        return original(self, trainer, dataset, prefix)
+
+    monkeypatch.setattr(Seq2SeqTask, "evaluate", counted)
+    train = _tsv(tmp_path / "pairs.tsv", _copy_pairs(32))
+    dev = _tsv(tmp_path / "dev.tsv", _copy_pairs(8, seed=1), header="source\ttarget")
+    test = _tsv(tmp_path / "test.tsv", _copy_pairs(8, seed=2), header="source\ttarget")
+    run = tmp_path / "run"
+    argv = ["train", "--task", "seq2seq", "--train_file", str(train), "--validation_file", str(dev), "--test_file",
+            str(test), *TINY, "--max_steps", "2", "--task.num_beams", "1", "--task.max_target_length", "8",
+            "--output_dir", str(run)]
+    assert main(argv) == 0
+    assert calls == ["eval", "test"]
+    assert main(["eval", str(run), "--split", "test"]) == 0
+    assert calls == ["eval", "test", "test"]
+
+
 def test_cli_refuses_misaligned_plain_text_pairs_in_one_line(tmp_path, capsys):
     (tmp_path / "train.en").write_text("a\nb\nc\n")
     (tmp_path / "train.de").write_text("a\nb\n")

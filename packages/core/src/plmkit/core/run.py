@@ -114,9 +114,11 @@ def train(cfg: ExperimentConfig) -> dict[str, float]:
         _log(f"task {task.name} has no training split: evaluating only")
     trainer.save_model()
     trainer.save_state()  # trainer_state.json: the logged losses and learning rates of the whole run
+    # Through the Trainer, which runs a task's own `evaluate` once (a task's evaluate calls trainer.evaluate for the
+    # loss; called directly from here, that call ran the task's evaluate a second time: generation or retrieval twice).
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in encoded:
-            metrics.update(task.evaluate(trainer, encoded[split], prefix))
+            metrics.update(trainer.evaluate(encoded[split], metric_key_prefix=prefix))
     metrics.update(method.report())
     if trainer.is_world_process_zero():
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
@@ -184,7 +186,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", data_overrides: list[
     for printer in (PrinterCallback, ProgressCallback):  # stdout carries only the metrics
         trainer.remove_callback(printer)
     prefix = "eval" if split == "validation" else split
-    return task.evaluate(trainer, encoded[split], prefix)
+    return trainer.evaluate(encoded[split], metric_key_prefix=prefix)
 
 
 def export_run(run_dir: str | Path, output_dir: str | Path, method_overrides: dict[str, str] | None = None) -> Path:
