@@ -154,3 +154,12 @@ def test_the_emoji_config_runs(fake_npm, tiny_model_dir, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["semvlp_single_stream_micro_batches"] == 1 and metrics["semvlp_two_stream_micro_batches"] == 1
     assert "test_itm_two_t2i_r1" in metrics and metrics["test_retrieval_images"] == 6
+
+
+@pytest.mark.parametrize(("name", "content"), [("pairs.jsonl", b'{"image": "x.png", "text": "caf\xe9"}\n'),
+                                               ("pairs.csv", b"image,text\nx.png,caf\xe9\n")])
+def test_a_non_utf8_pairs_file_is_a_data_error_naming_file_and_line(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    line = 1 if name.endswith(".jsonl") else 2
+    with pytest.raises(DataError, match=rf"{name}:{line}: not UTF-8 text \(byte 0xe9"):
+        data.read_pairs(tmp_path / name)

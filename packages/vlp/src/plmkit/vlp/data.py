@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from plmkit.core.data import SPLIT_SEED, cache_dir, fetch_checked
+from plmkit.core.data import SPLIT_SEED, cache_dir, fetch_checked, read_jsonl, read_lines
 from plmkit.core.errors import DataError
 
 __all__ = ["BUILTIN", "EMOJI", "EmojiDataset", "EmojiSource", "load_builtin_pairs", "prepare_emoji", "read_pairs"]
@@ -158,18 +158,11 @@ def load_builtin_pairs(name: str) -> dict[str, list[dict[str, Any]]]:
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8-sig")
+    if suffix == ".jsonl":
+        return [record for _, record in read_jsonl(path)]
+    text = "\n".join(read_lines(path))  # UTF-8 checked, the byte-order mark dropped
     if suffix in (".csv", ".tsv"):
         return [dict(r) for r in csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")]
-    if suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path} line {number} is not valid JSON: {err.msg}") from None
-        return rows
     if suffix == ".json":
         try:
             data = json.loads(text)
