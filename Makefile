@@ -18,8 +18,8 @@ test: bootstrap
 	$(PY) -m plmkit.core.cli data prepare rt-polarity trec
 	bash tools/run_tests.sh -m "not defaults"
 
-## Every classification method trained with its default options on real TREC data (MiniLM, 128 steps each; about
-## 9 min on 2 CPUs). CI runs it after `make test`.
+## Every classification method trained with its default options on real TREC data (MiniLM, 128 steps each; 9-12
+## min on 2 CPUs). CI runs it after `make test`.
 test-defaults: bootstrap
 	$(PY) -m plmkit.core.cli data prepare trec
 	bash tools/run_tests.sh -m defaults
