@@ -11,8 +11,7 @@ Stages (one json, tools/bench/sweep.py; rerun to resume, keep --work: the later 
    embeddings), so its MLM loss starts near 9. Only the head (everything outside the base encoder; the encoder and
    the tied decoder frozen: the core's `--method head_only`) is trained with the MLM loss on the corpus for
    `--head_steps` steps (default 300, batch 32, lr 1e-3, the settings of plmkit-upt's `adapt-head`), saved to
-   WORK/minilm_head; every pre-training variant
-   starts from it. Fine-tuning and the probe read only the encoder, which this stage leaves as it is.
+   WORK/minilm_head; every pre-training variant starts from it. Fine-tuning and the probe read only the encoder, which this stage leaves as it is.
 1. `pretrain`: MiniLM with that head (`minilm`) continues pre-training on `--data builtin-text` (every builtin dataset's
    training texts; their test texts are not in it) with task masked_lm, 15% BERT masking, max_length 64, batch 32,
    `--steps` steps (default 1,000, about one epoch), lr 5e-5, 6% warm-up, weight decay 0.01, bf16, seed 42: `mlm`
@@ -64,16 +63,21 @@ def key(r: dict) -> tuple:
     return r["stage"], r["model"], r.get("task"), r.get("seed"), r.get("regime")
 
 
-def pretrain_flags(variant: str, steps: int, model: str, smoke: bool) -> list[str]:
+def corpus_run_flags(model: str, steps: int, logging_steps: int, smoke: bool) -> list[str]:
+    """What the head and the pre-training runs share: masked_lm on the builtin texts at 64 tokens, quiet, no
+    checkpoints; `smoke` shrinks the data."""
     flags = ["--task", "masked_lm", "--data", "builtin-text", "--model_name_or_path", model, "--max_length", "64",
-             "--max_steps", str(steps), "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128",
-             "--learning_rate", "5e-5", "--warmup_steps", "0.06", "--weight_decay", "0.01", "--bf16", "true",
-             "--seed", str(PRETRAIN_SEED), "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
-             "--logging_steps", "50", "--overwrite_output_dir", "true",
-             "--method", "capt" if variant == "capt" else "finetune"]
+             "--max_steps", str(steps), "--seed", str(PRETRAIN_SEED), "--report_to", "none", "--save_strategy", "no",
+             "--disable_tqdm", "true", "--logging_steps", str(logging_steps), "--overwrite_output_dir", "true"]
     if smoke:
         flags += ["--max_train_samples", "256", "--max_eval_samples", "64", "--logging_steps", "2"]
     return flags
+
+
+def pretrain_flags(variant: str, steps: int, model: str, smoke: bool) -> list[str]:
+    return ["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128", "--learning_rate", "5e-5",
+            "--warmup_steps", "0.06", "--weight_decay", "0.01", "--bf16", "true",
+            "--method", "capt" if variant == "capt" else "finetune", *corpus_run_flags(model, steps, 50, smoke)]
 
 
 def model_path(model: str, work: Path, base: str) -> str:
@@ -89,13 +93,8 @@ def model_path(model: str, work: Path, base: str) -> str:
 
 def head_flags(base: str, steps: int, smoke: bool) -> list[str]:
     """The core's `head_only` method: the MLM head alone (the encoder and the decoder tied to the embeddings frozen)."""
-    flags = ["--task", "masked_lm", "--data", "builtin-text", "--model_name_or_path", base, "--method", "head_only",
-             "--max_steps", str(steps), "--per_device_train_batch_size", str(HEAD_BATCH), "--learning_rate", "1e-3",
-             "--max_length", "64", "--max_eval_samples", "256", "--seed", str(PRETRAIN_SEED), "--report_to", "none",
-             "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "10", "--overwrite_output_dir", "true"]
-    if smoke:
-        flags += ["--max_train_samples", "256", "--max_eval_samples", "64", "--logging_steps", "2"]
-    return flags
+    return ["--method", "head_only", "--per_device_train_batch_size", str(HEAD_BATCH), "--learning_rate", "1e-3",
+            "--max_eval_samples", "256", *corpus_run_flags(base, steps, 10, smoke)]
 
 
 def make_head(work: Path, base: str, steps: int, smoke: bool):
@@ -237,8 +236,8 @@ def main() -> None:
         "probe_sentences": probe_n, "noise_rate": 0.15,
     }
     if "head" in args.stages:
-        run_sweep(args.json, [{"stage": "head", "model": "minilm"}], make_head(args.work, base, args.head_steps, args.smoke), key,
-                  parallel=1, settings=settings)
+        run_sweep(args.json, [{"stage": "head", "model": "minilm"}],
+                  make_head(args.work, base, args.head_steps, args.smoke), key, parallel=1, settings=settings)
     if "pretrain" in args.stages:
         jobs = [{"stage": "pretrain", "model": m} for m in PRETRAINED]
         run_sweep(args.json, jobs, make_pretrain(args.work, args.steps, args.smoke), key,

@@ -227,7 +227,8 @@ def task_kit(case: ContractCase) -> TaskKit:
             kit = None
     if kit is None:
         raise ValueError(f"{case.id}: the contract kit does not know task {case.task!r}; it runs "
-                         f"{', '.join(sorted(TASK_KITS))} (add a TaskKit to TASK_KITS for another task)")
+                         f"{', '.join(sorted(TASK_KITS))} and the registered tasks whose `contract_kit()` returns a "
+                         "TaskKit")
     return kit
 
 
