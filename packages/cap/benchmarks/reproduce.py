@@ -31,7 +31,8 @@ JSON = RESULTS / "cap_reproduction.json"
 PLOT = RESULTS / "cap_reproduction.png"
 
 NO_CONTRAST = ["--method.unsupervised_banks", "none", "--method.supervised_banks", "none"]
-UNSTRUCTURED = ["--num_train_epochs", "3", "--learning_rate", "1e-4", "--method", "cap"]
+UNSTRUCTURED = ["--num_train_epochs", "3", "--learning_rate", "1e-4", "--method", "cap",
+                "--method.min_steps", "0"]  # the budget may be below the default minimum of 500 steps
 STRUCTURED = ["--learning_rate", "5e-5", "--method", "cap", "--method.engine", "cap-f",
               "--method.pruning_step", "0.25"]
 # (name, family, target, flags)

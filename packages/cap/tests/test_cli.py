@@ -38,7 +38,8 @@ def _check_reload(run, metrics):
 def test_cap_m_trains_reloads_and_exports_dense(files, teacher, tmp_path):
     run = tmp_path / "cap-m"
     metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-m", "--method.sparsity", "0.5",
-                     "--method.teacher", str(teacher), "--method.supervised_banks", "finetuned,snapshots")
+                     "--method.teacher", str(teacher), "--method.supervised_banks", "finetuned,snapshots",
+                     "--method.min_steps", "0")
     banks = metrics["cap_banks"]  # PrC, FiC, and one snapshot at the start of each later epoch
     assert banks["snapshots"]["representations"] == 3 and banks["pretrained"]["ratio_vs_fp32"] == 0.5
     assert metrics["masked_sparsity"] == pytest.approx(0.5, abs=1e-3)
@@ -57,7 +58,7 @@ def test_cap_m_trains_reloads_and_exports_dense(files, teacher, tmp_path):
 def test_cap_soft_reaches_its_target_sparsity_over_all_matrices(files, teacher, tmp_path):
     run = tmp_path / "cap-soft-target"
     metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-soft", "--method.sparsity", "0.6",
-                     "--method.teacher", str(teacher))
+                     "--method.teacher", str(teacher), "--method.min_steps", "0")
     assert metrics["masked_sparsity"] == pytest.approx(0.6, abs=1e-4)
     model, _, _, _ = load_run(run)
     layers = [layer for _, layer in masked_layers(model)]
@@ -70,7 +71,7 @@ def test_cap_soft_reaches_its_target_sparsity_over_all_matrices(files, teacher, 
 def test_cap_soft_as_the_reference_with_teacher_trained_first(files, tmp_path):
     run = tmp_path / "cap-soft"
     metrics = _train(files, run, "--method", "cap", "--method.engine", "cap-soft", "--method.teacher_epochs", "1",
-                     "--method.final_lambda", "50", "--method.soft_sparsity", "lambda")
+                     "--method.final_lambda", "50", "--method.soft_sparsity", "lambda", "--method.min_steps", "0")
     assert 0.0 <= metrics["masked_sparsity"] < 1.0
     assert (run / "teacher" / "config.json").exists()
     model, _, method, _ = load_run(run)
@@ -146,7 +147,8 @@ def _fails(files, out, capsys, *flags):
 
 
 def test_missing_teacher_folder_is_a_clear_error(files, tmp_path, capsys):
-    err = _fails(files, tmp_path / "bad", capsys, "--method", "cap", "--method.teacher", str(tmp_path / "nowhere"))
+    err = _fails(files, tmp_path / "bad", capsys, "--method", "cap", "--method.teacher", str(tmp_path / "nowhere"),
+                 "--method.min_steps", "0")
     assert "not a folder holding a fine-tuned model" in err
 
 
@@ -154,3 +156,9 @@ def test_warmups_longer_than_training_are_refused(files, tmp_path, capsys):
     err = _fails(files, tmp_path / "bad", capsys, "--method", "cap", "--method.teacher_epochs", "1",
                  "--method.initial_warmup", "0.6", "--method.final_warmup", "0.5")
     assert "sum below 1" in err
+
+
+def test_a_run_too_short_to_recover_from_pruning_is_a_clear_error(files, tmp_path, capsys):
+    err = _fails(files, tmp_path / "short", capsys, "--method", "cap", "--method.teacher_epochs", "1")
+    assert "optimizer steps are too few to prune to 90% sparsity" in err and "--method.min_steps 0" in err
+    assert not (tmp_path / "short" / "teacher").exists()  # it stops before fine-tuning the teacher

@@ -25,7 +25,8 @@ def test_cap_m_minilm_rt_polarity_mechanics(tmp_path):
             "--test_file", str(tmp_path / "test.jsonl"), "--max_length", "32", "--per_device_train_batch_size", "32",
             "--num_train_epochs", "3", "--learning_rate", "1e-4", "--output_dir", str(out),
             "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--num_threads", "1",
-            "--method", "cap", "--method.engine", "cap-m", "--method.sparsity", "0.5", "--method.teacher_epochs", "1"]
+            "--method", "cap", "--method.engine", "cap-m", "--method.sparsity", "0.5", "--method.teacher_epochs", "1",
+            "--method.min_steps", "0"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     banks = metrics["cap_banks"]

@@ -76,7 +76,7 @@ def run(name: str, work: Path) -> dict:
     out = work / name
     start = time.time()
     argv = [sys.executable, "-m", "plmkit.core.cli", "train", config, "--max_steps", str(steps), *flags,
-            "--output_dir", str(out), "--num_threads", "1", "--overwrite_output_dir", "--report_to", "none",
+            "--method.min_steps", "0", "--output_dir", str(out), "--num_threads", "1", "--overwrite_output_dir", "--report_to", "none",
             "--disable_tqdm", "true", "--logging_steps", "25"]
     work.mkdir(parents=True, exist_ok=True)
     with out.with_suffix(".log").open("w") as log:

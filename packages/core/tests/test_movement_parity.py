@@ -60,6 +60,7 @@ def trained(golden, tmp_path_factory):
         initial_warmup=int(meta["initial_warmup"]) * warmup / steps,
         final_warmup=int(meta["final_warmup"]) * warmup / steps,
         scores_learning_rate=float(meta["scores_lr"]),
+        min_steps=0,
     )
     data = Dataset.from_dict({k: tensors[k].tolist() for k in ("input_ids", "attention_mask", "labels")})
     args = TrainingArguments(

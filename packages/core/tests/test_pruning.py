@@ -18,7 +18,7 @@ def test_cli_run_reaches_the_target_sparsity_reloads_and_exports(tmp_path, score
     flags = write_toy_csvs(tmp_path / "d")
     out = tmp_path / "run"
     argv = ["train", *TINY, *flags, "--output_dir", str(out), "--max_steps", "10", "--learning_rate", "1e-3",
-            "--method", "pruning", "--method.scorer", scorer, "--method.sparsity", "0.6"]
+            "--method", "pruning", "--method.scorer", scorer, "--method.sparsity", "0.6", "--method.min_steps", "0"]
     assert main(argv) == 0
     model, tok, method, _ = load_run(out)
     layers = masked_layers(model)
@@ -39,7 +39,7 @@ def test_cli_run_reaches_the_target_sparsity_reloads_and_exports(tmp_path, score
 
 def test_movement_scores_train_with_their_own_learning_rate(tmp_path):
     model, _ = tiny_model("bert")
-    method = PruningMethod(PruningConfig(sparsity=0.5, scores_learning_rate=0.05))
+    method = PruningMethod(PruningConfig(sparsity=0.5, scores_learning_rate=0.05, min_steps=0))
     model = method.prepare_model(model)
     groups = method.parameter_groups(model)
     assert groups[1]["lr"] == 0.05 and groups[1]["weight_decay"] == 0.0
@@ -54,6 +54,7 @@ def test_movement_scores_train_with_their_own_learning_rate(tmp_path):
         ({"scorer": "random"}, "scorer must be"),
         ({"initial_sparsity": 0.5, "sparsity": 0.3}, "exceeds the final sparsity"),
         ({"initial_warmup": 0.6, "final_warmup": 0.5}, "sum below 1"),
+        ({"min_steps": -1}, "min_steps must be >= 0"),
     ],
 )
 def test_bad_options_are_rejected(options, message):
@@ -69,11 +70,23 @@ def test_cli_rejects_sparsity_outside_range_before_any_work(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_run_too_short_to_recover_from_pruning_stops_with_the_options_to_set(tmp_path, capsys):
+    flags = write_toy_csvs(tmp_path / "d")
+    out = tmp_path / "run"
+    assert main(["train", *TINY, *flags, "--output_dir", str(out), "--max_steps", "499", "--method", "pruning"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("plmkit: error: pruning: 499 optimizer steps are too few to "
+                                                     "prune to 90% sparsity")
+    assert all(flag in errors[0] for flag in ("--num_train_epochs", "--max_steps", "--method.min_steps 0"))
+    assert not (out / "model.safetensors").exists()
+
+
 def test_export_can_change_a_method_option(tmp_path, capsys):
     flags = write_toy_csvs(tmp_path / "d")
     out = tmp_path / "run"
     assert main(["train", *TINY, *flags, "--output_dir", str(out), "--max_steps", "4",
-                 "--method", "pruning", "--method.scorer", "magnitude", "--method.sparsity", "0.5"]) == 0
+                 "--method", "pruning", "--method.scorer", "magnitude", "--method.sparsity", "0.5",
+                 "--method.min_steps", "0"]) == 0
     assert main(["export", str(out), "--output_dir", str(tmp_path / "e"), "--method.ranking", "global"]) == 0
     model, _, method, _ = load_run(out, {"ranking": "global"})
     assert method.config.ranking == "global" and method.config.sparsity == 0.5
@@ -124,7 +137,8 @@ def test_movement_scores_find_the_weights_that_carry_the_signal(tmp_path, scorer
 
     torch.manual_seed(0)
     model = _SignalColumns()
-    method = PruningMethod(PruningConfig(scorer=scorer, sparsity=0.875, scores_learning_rate=1e-2, scores_init=init))
+    method = PruningMethod(PruningConfig(scorer=scorer, sparsity=0.875, scores_learning_rate=1e-2, scores_init=init,
+                                         min_steps=0))
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=200, per_device_train_batch_size=32, learning_rate=1e-3,
         report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True, dataloader_pin_memory=False,
@@ -150,7 +164,7 @@ def test_reference_scores_rank_the_same_whatever_their_learning_rate(tmp_path):
     for scores_lr in (1e-2, 1e-4):
         torch.manual_seed(0)
         model = _SignalColumns()
-        method = PruningMethod(PruningConfig(sparsity=0.5, scores_init="zeros", scores_learning_rate=scores_lr,
+        method = PruningMethod(PruningConfig(sparsity=0.5, scores_init="zeros", scores_learning_rate=scores_lr, min_steps=0,
                                              initial_warmup=0.2, final_warmup=0.2))
         args = TrainingArguments(output_dir=str(tmp_path), max_steps=40, per_device_train_batch_size=32,
                                  learning_rate=1e-3, report_to="none", save_strategy="no", logging_strategy="no",

@@ -29,13 +29,14 @@ PLOT = RESULTS / "pst_reproduction.png"
 # uses 3e-5 over 20 epochs of GLUE; 1e-3 diverged to one class at 50% and 80% in a 64-step trial, train loss
 # 0.70 throughout). MvP: plmkit's default (scores start at |W| and learn at the model's rate); MvP (HF reference):
 # scores start at 0 and learn at 1e-2, as HF movement pruning.
+SHORT = ["--method.min_steps", "0"]  # this budget (96 steps) is below the pruning methods' default minimum
 METHODS: dict[str, list[str]] = {
     "dense": ["--learning_rate", "1e-4", "--method", "finetune"],
-    "MaP": ["--learning_rate", "1e-4", "--method", "pruning", "--method.scorer", "magnitude"],
-    "MvP": ["--learning_rate", "1e-4", "--method", "pruning", "--method.scorer", "movement"],
-    "MvP (HF reference)": ["--learning_rate", "1e-4", "--method", "pruning", "--method.scorer", "movement",
+    "MaP": ["--learning_rate", "1e-4", "--method", "pruning", "--method.scorer", "magnitude", *SHORT],
+    "MvP": ["--learning_rate", "1e-4", "--method", "pruning", "--method.scorer", "movement", *SHORT],
+    "MvP (HF reference)": ["--learning_rate", "1e-4", "--method", "pruning", "--method.scorer", "movement", *SHORT,
                            "--method.scores_init", "zeros", "--method.scores_learning_rate", "1e-2"],
-    "PST": ["--learning_rate", "3e-4", "--method", "pst", "--method.train_head", "true"],
+    "PST": ["--learning_rate", "3e-4", "--method", "pst", "--method.train_head", "true", *SHORT],
 }
 
 

@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory):
     out = root / "run"
     argv = ["train", *TINY, *data, "--output_dir", str(out), "--max_steps", "10", "--learning_rate", "1e-2",
             "--per_device_train_batch_size", "16", "--method", "pst", "--method.sparsity", "0.8",
-            "--method.rank_uv", "4", "--method.train_head", "true"]
+            "--method.min_steps", "0", "--method.rank_uv", "4", "--method.train_head", "true"]
     assert main(argv) == 0
     return out
 
@@ -71,7 +71,7 @@ def test_trainer_applies_the_schedule_and_reports_the_counts_once(tmp_path, caps
     task = TaskData("toy", tiny_dataset(64, 8), ("text",), label_names=("a", "b"))
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=5, per_device_train_batch_size=8, learning_rate=1e-2,
                              report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no")
-    method = PSTMethod(sparsity=0.6, initial_warmup=0.2, final_warmup=0.2)
+    method = PSTMethod(sparsity=0.6, initial_warmup=0.2, final_warmup=0.2, min_steps=0)
     seen = []
     original = method.schedule.apply
     method.schedule.apply = lambda m, step, total: seen.append(step) or original(m, step, total)
@@ -95,7 +95,7 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path):
         data += [f"--{split}_file", str(tmp_path / f"{split}.csv")]
     flags = [*TINY, *data, "--max_steps", "6", "--learning_rate", "1e-2", "--per_device_train_batch_size", "8",
              "--save_strategy", "steps", "--save_steps", "3", "--method", "pst", "--method.sparsity", "0.8",
-             "--method.rank_uv", "4", "--method.train_head", "true"]
+             "--method.min_steps", "0", "--method.rank_uv", "4", "--method.train_head", "true"]
     assert main(["train", *flags, "--output_dir", str(tmp_path / "full")]) == 0
     resumed = tmp_path / "resumed"
     assert main(["train", *flags, "--output_dir", str(resumed)]) == 0
@@ -119,7 +119,8 @@ def test_minilm_rt_polarity_smoke(tmp_path):
             "--max_steps", "6", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", *bf16_flags(),
             "--per_device_eval_batch_size", "100", "--report_to", "none",
             "--save_strategy", "no", "--disable_tqdm", "true", "--output_dir", str(out),
-            "--method", "pst", "--method.sparsity", "0.5", "--method.train_head", "true"]
+            "--method", "pst", "--method.sparsity", "0.5", "--method.train_head", "true",
+            "--method.min_steps", "0"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     # 6 steps check the mechanics on the real model's shapes, not accuracy: that PST's default options learn on
@@ -130,3 +131,12 @@ def test_minilm_rt_polarity_smoke(tmp_path):
     # MiniLM: 6 layers of Q, K, V, O (384 x 384), FFN in (1536 x 384) and out (384 x 1536); r1 = r2 = 8
     shapes = [(384, 384)] * 4 + [(1536, 384), (384, 1536)]
     assert metrics["pst_pst_parameters"] == 6 * sum(17 * (n + k) for n, k in shapes)
+
+
+def test_a_run_too_short_to_recover_from_pruning_is_a_clear_error(tmp_path, capsys):
+    ds = tiny_dataset(16, 8)["train"]
+    ds.to_csv(str(tmp_path / "train.csv"), index=False)
+    assert main(["train", *TINY, "--train_file", str(tmp_path / "train.csv"), "--output_dir", str(tmp_path / "run"),
+                 "--max_steps", "8", "--method", "pst"]) == 2
+    err = capsys.readouterr().err
+    assert "pst: 8 optimizer steps are too few to prune to 90% sparsity" in err and "--method.min_steps 0" in err

@@ -25,6 +25,7 @@ from plmkit.core.sparsity import (
     masked_sparsity,
     set_sparsity,
 )
+from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodConfig, MethodContext, MethodError
 
 __all__ = ["CubicScheduleConfig", "MovementScoresConfig", "PruningConfig", "PruningMethod", "movement_parameter_groups"]
@@ -38,8 +39,15 @@ class CubicScheduleConfig(MethodConfig):
     initial_sparsity: float = field(default=0.0, metadata={"help": "sparsity during the initial warm-up"})
     initial_warmup: float = field(default=0.1, metadata={"help": "fraction t_i of the steps before pruning starts"})
     final_warmup: float = field(default=0.3, metadata={"help": "fraction t_f of the final steps at the target sparsity"})
+    min_steps: int = field(
+        default=500,
+        metadata={"help": "stop with an error before training when the run has fewer optimizer steps: unstructured "
+                          "pruning to high sparsity needs them to recover (0 = no check)"},
+    )
 
     def validate(self) -> None:
+        if self.min_steps < 0:
+            raise MethodError(f"min_steps must be >= 0 (0 = no check), got {self.min_steps}")
         for name in ("sparsity", "initial_sparsity"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -51,6 +59,17 @@ class CubicScheduleConfig(MethodConfig):
                 "initial_warmup and final_warmup must be >= 0 with a sum below 1, "
                 f"got {self.initial_warmup}, {self.final_warmup}"
             )
+
+    def check_steps(self, method: str, total_steps: int) -> None:
+        """MethodError when `total_steps` (the run's optimizer steps) is below `min_steps`. Measured with MiniLM on
+        TREC (1,024 questions, batch 16, lr 1e-4; fine-tuning 90.7%): MvP, PST and CAP-m at 90% sparsity reach
+        48-58% in 128 steps, 70-74% in 256 and 80-82% in 512, so a short run's default prune does not train."""
+        if self.min_steps and total_steps < self.min_steps:
+            raise MethodError(
+                f"{method}: {total_steps} optimizer steps are too few to prune to {self.sparsity:.0%} sparsity and "
+                f"recover (measured on a small model: 90% in 128 steps ends 33-42 accuracy points below fine-tuning, in "
+                f"512 steps 8-11 below); train for at least {self.min_steps} steps (--num_train_epochs or "
+                f"--max_steps), or pass --method.min_steps 0 to train anyway (a lower --method.sparsity needs fewer)")
 
     def schedule(self, initial: float | None = None, final: float | None = None) -> Callable[[int, int], float]:
         """s(step, total_steps) for `SparsitySchedule`: from `initial_sparsity` to `sparsity`, or between
@@ -127,6 +146,8 @@ class PruningMethod(Method):
     name = "pruning"
     config_class = PruningConfig
     config: PruningConfig
+    # min_steps 0: the kit's runs are 16 steps; its TREC run takes the 512 steps min_steps asks for.
+    contract = ContractCase("pruning", {"min_steps": 0}, trec_budget={"num_train_epochs": 8})
 
     def __init__(self, config: PruningConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)
@@ -146,6 +167,7 @@ class PruningMethod(Method):
         return movement_parameter_groups(model, c.scores_learning_rate, c.scores_lr_schedule)
 
     def on_train_begin(self, ctx: MethodContext) -> None:
+        self.config.check_steps(self.name, ctx.state.max_steps)
         self.schedule.apply(ctx.model, ctx.global_step, ctx.state.max_steps)
 
     def on_step_end(self, ctx: MethodContext) -> None:

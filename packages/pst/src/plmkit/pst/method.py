@@ -23,6 +23,7 @@ from transformers.pytorch_utils import Conv1D
 
 from plmkit.core.models import fresh_parameters
 from plmkit.core.sparsity import DEFAULT_TARGETS, SparsitySchedule, export_dense, is_linear, set_sparsity
+from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodContext, MethodError
 from plmkit.pst.config import PSTConfig
 from plmkit.pst.layers import PSTLinear, pst_layers
@@ -47,6 +48,8 @@ class PSTMethod(Method):
     name = "pst"
     config_class = PSTConfig
     config: PSTConfig
+    # min_steps 0: the kit's runs are 16 steps; its TREC run takes the 512 steps min_steps asks for.
+    contract = ContractCase("pst", {"min_steps": 0}, trec_budget={"num_train_epochs": 8})
 
     def __init__(self, config: PSTConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)
@@ -93,6 +96,7 @@ class PSTMethod(Method):
         return self.config.train_head == "true"
 
     def on_train_begin(self, ctx: MethodContext) -> None:
+        self.config.check_steps(self.name, ctx.state.max_steps)
         model = ctx.model
         self.schedule.apply(model, ctx.global_step, ctx.state.max_steps)
         self.counts = pst_parameter_counts(model)

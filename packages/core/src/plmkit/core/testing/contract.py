@@ -75,6 +75,9 @@ class ContractCase:
     alias; `task`: the task the method trains, a key of `TASK_KITS` (it picks the data, the `--task` flag, the
     metrics and the export's Auto class); `trec_defaults`: the method fine-tunes any sequence classifier, so
     `check_default_learns` runs it on MiniLM and TREC (off for methods that need their own architecture);
+    `trec_budget`: flags of that run's budget (`DEFAULT_BUDGET`) that the method's defaults need changed, without
+    their "--" (`{"num_train_epochs": 8}`): a method that refuses a budget with an error naming the option (the
+    unstructured pruning methods' `min_steps`, CP-Tuning's examples per class) gets what it asks for;
     `process_independent_masks`: for a task that corrupts its training inputs at random (masked_lm), the masks do
     not depend on the process (drawn from the seed and the example, not from each process's random stream), so the
     2-process check can hold and runs; without it the kit skips that check for such a task.
@@ -88,6 +91,7 @@ class ContractCase:
     model: str = "tiny-bert"
     task: str = "classification"
     trec_defaults: bool = True
+    trec_budget: dict[str, Any] = field(default_factory=dict)
     process_independent_masks: bool = False
 
     @property
@@ -399,15 +403,26 @@ DEFAULT_BUDGET = ["--max_train_samples", "1024", "--num_train_epochs", "2", "--p
                   "true", "--seed", "42"]
 
 
-def trec_check_budget() -> list[str]:
-    """`DEFAULT_BUDGET` as the test runs it: in fp32 (without `--bf16 true`) on a CPU without native bf16."""
-    i = DEFAULT_BUDGET.index("--bf16")
-    return DEFAULT_BUDGET[:i] + bf16_flags() + DEFAULT_BUDGET[i + 2:]
+def trec_budget(overrides: dict[str, Any] | None = None) -> list[str]:
+    """`DEFAULT_BUDGET` with some of its flags' values replaced (`{"num_train_epochs": 8}`)."""
+    flags = list(DEFAULT_BUDGET)
+    for name, value in (overrides or {}).items():
+        if f"--{name}" not in flags:
+            raise ValueError(f"trec_budget: {name!r} is not a flag of DEFAULT_BUDGET ({DEFAULT_BUDGET[::2]})")
+        flags[flags.index(f"--{name}") + 1] = str(value)
+    return flags
+
+
+def trec_check_budget(overrides: dict[str, Any] | None = None) -> list[str]:
+    """`trec_budget(overrides)` as the test runs it: in fp32 (without `--bf16 true`) on a CPU without native bf16."""
+    flags = trec_budget(overrides)
+    i = flags.index("--bf16")
+    return flags[:i] + bf16_flags() + flags[i + 2:]
 
 
 def check_default_learns(case: ContractCase, tmp: Path, margin: float = 0.2) -> dict[str, Any]:
-    """`plmkit train --data trec --model_name_or_path minilm --method NAME` with no method option (the budget above
-    for every method): test accuracy at least `margin` above the majority class of the test split."""
+    """`plmkit train --data trec --model_name_or_path minilm --method NAME` with no method option (the budget above,
+    with `case.trec_budget`'s changes): test accuracy at least `margin` above the majority class of the test split."""
     from collections import Counter
 
     from plmkit.core.cli import main
@@ -420,8 +435,8 @@ def check_default_learns(case: ContractCase, tmp: Path, margin: float = 0.2) -> 
     majority = Counter(labels).most_common(1)[0][1] / len(labels)
     out = tmp / "defaults"
     code = main(["train", "--data", "trec", "--model_name_or_path", "minilm", "--method", case.method,
-                 *trec_check_budget(), "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true",
-                 "--save_strategy", "no", "--num_threads", "1"])
+                 *trec_check_budget(case.trec_budget), "--output_dir", str(out), "--report_to", "none",
+                 "--disable_tqdm", "true", "--save_strategy", "no", "--num_threads", "1"])
     assert code == 0, f"{case.method}: plmkit train exited {code}"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= majority + margin, (case.method, metrics["test_accuracy"], majority)
