@@ -82,7 +82,8 @@ def flags(job: dict, model: str) -> list[str]:
             "--max_eval_samples", "1000", "--bf16", "true", "--report_to", "none", "--save_strategy", "no",
             "--disable_tqdm", "true", "--logging_steps", "1000", "--method", job["method"]]
     if job["method"] == "cp_tuning":
-        argv += ["--method.mlm_weight", str(job["mlm_weight"]), "--method.prediction", "nearest"]
+        argv += ["--method.mlm_weight", str(job["mlm_weight"]), "--method.prediction", "nearest",
+                 "--method.min_per_class", "0"]  # the sweep measures small batches too
     elif job["method"] == "upt":
         argv += ["--method.label_words", UPT_WORDS]
     return argv

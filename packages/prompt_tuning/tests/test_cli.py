@@ -159,6 +159,7 @@ def test_a_resumed_run_ends_with_the_weights_and_anchors_of_an_uninterrupted_one
         ({"num_prompt_tokens": -1}, "num_prompt_tokens must be >= 0"),
         ({"template": "{text}"}, "exactly one"),
         ({"verbalizer": "a,b"}, "has no option"),
+        ({"min_per_class": -1}, "min_per_class must be >= 0"),
     ],
 )
 def test_bad_options_are_explained(options, message):
@@ -209,3 +210,17 @@ def test_shipped_configs_parse(name):
 
     cfg = parse_experiment([str(Path(__file__).parents[1] / "configs" / f"{name}.yaml")])
     build_method(cfg.method_name, cfg.method_options)
+
+
+def test_a_batch_too_small_for_every_class_is_a_clear_error(tmp_path, capsys):
+    """Three classes need batches of 12 for 4 examples of each (min_per_class); 8 stops before training with an
+    error that names the batch flag and the option; min_per_class 0 trains anyway."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split, ds in tiny_dataset(48, 12, 3).items():
+        ds.to_json(folder / f"{split}.jsonl")
+    assert main(["train", *_flags(folder, tmp_path / "small", "--method", "cp_tuning")]) == 2
+    err = capsys.readouterr().err
+    assert "a training batch of 8 cannot hold each of the 3 classes 4 times" in err
+    assert "--per_device_train_batch_size 12" in err and "--method.min_per_class 0" in err
+    assert "test_accuracy" in _train(folder, tmp_path / "any", "--method", "cp_tuning", "--method.min_per_class", "0")
