@@ -41,7 +41,8 @@ from sweep import SweepError, logged_losses, plmkit_train, run_sweep  # noqa: E4
 
 HERE = Path(__file__).resolve().parent
 JSON = HERE / "results" / "reproduction.json"
-POLICIES = ("random", "whole_word", "span", "loss_guided", "attention_guided")
+POLICIES = ("random", "whole_word", "span", "salient_span", "loss_guided", "attention_guided")
+NEEDS_SPACY = "salient_span"  # runs only where the [spacy] extra is installed
 SEEDS = (1, 2, 3)
 DATA_SEED = 0
 FINETUNE_SEED = 1
@@ -154,6 +155,14 @@ def _measure_here(model_dir: str, work: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # Jobs
 # ---------------------------------------------------------------------------------------------------------------
+def _has_spacy() -> bool:
+    import importlib.util
+
+    from plmkit.knowledge_pretraining.method import KnowledgeMaskingConfig
+
+    return all(importlib.util.find_spec(name) is not None for name in ("spacy", KnowledgeMaskingConfig.spacy_model))
+
+
 def key(record: dict) -> tuple:
     return (record["stage"], record.get("policy", ""), record.get("seed", 0), record.get("task", ""))
 
@@ -194,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=250, help="pre-training steps of every policy")
     parser.add_argument("--head_steps", type=int, default=300)
     parser.add_argument("--facts", type=int, default=500, help="probed facts per side (injected, control)")
-    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--policies", nargs="+", choices=POLICIES,
+                        help=f"default: all ({NEEDS_SPACY} only where spaCy and its pipeline are installed)")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--stages", nargs="+", default=["head", "data", "before", "pretrain", "finetune"],
                         choices=("head", "data", "before", "pretrain", "finetune"))
@@ -205,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         args.json.write_text(json.dumps(_measure_here(args.measure, args.work)))
         return 0
+    if args.policies is None:
+        args.policies = [p for p in POLICIES if p != NEEDS_SPACY or _has_spacy()]
+        if NEEDS_SPACY not in args.policies:
+            print(f"[reproduce] {NEEDS_SPACY} left out: pip install 'plmkit-knowledge-pretraining[spacy]' to run it")
     base = "minilm"
     if args.smoke:
         base, args.steps, args.head_steps, args.facts = "tiny-bert", 4, 4, 20
