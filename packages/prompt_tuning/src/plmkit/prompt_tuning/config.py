@@ -17,9 +17,9 @@ __all__ = ["CPTuningConfig", "PREDICTIONS", "PromptConfig", "PromptTuningConfig"
 PREDICTIONS = ("nearest", "centroid")
 # CP-Tuning's PCCL pulls together the examples of a class within a batch. Measured with MiniLM on 1,024 TREC
 # questions (6 classes), 128 steps, lr 1e-4, fp32, one seed: batches of 16 (2-3 examples of each class) 67.1% test
-# accuracy, of 24 (4 of each) 87.9%, of 48 (8 of each) 88.1%, fine-tuning (batch 16) 90.7%; few-shot (K = 16 per class) batches of 8 (2 of each of
-# 4 classes) were 13-33 points below fine-tuning, of 48 within noise (README, trec sweep). So by default a batch must
-# hold every class at least this many times.
+# accuracy, of 24 (4 of each) 87.9%, of 48 (8 of each) 88.1%, fine-tuning (batch 16) 90.7%; few-shot (K = 16 per
+# class) batches of 8 (2 of each of 4 classes) were 13-33 points below fine-tuning, of 48 within noise (README, trec
+# sweep). So by default a batch must hold every class at least this many times.
 MIN_PER_CLASS = 4
 
 

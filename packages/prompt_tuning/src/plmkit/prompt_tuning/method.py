@@ -119,13 +119,14 @@ class CPTuningMethod(_PromptMethod):
         can hold every class `min_per_class` times."""
         need = self.config.min_per_class
         classes = len(set(dataset["labels"]))
-        batch = args.per_device_train_batch_size * max(1, args.world_size)
+        processes = max(1, args.world_size)
+        batch = args.per_device_train_batch_size * processes
         if need and batch < need * classes:
             raise MethodError(
                 f"cp_tuning: a training batch of {batch} cannot hold each of the {classes} classes {need} times, and "
                 f"CP-Tuning's contrastive loss learns from the pairs within a batch (TREC, MiniLM, 128 steps: batches "
                 f"of 16 ended 24 points below fine-tuning, of 24 3 below); set --per_device_train_batch_size "
-                f"{need * classes} or more (per process), or pass --method.min_per_class 0 to train anyway")
+                f"{-(-need * classes // processes)} or more, or pass --method.min_per_class 0 to train anyway")
         return super().train_sampler(dataset, args)
 
     def prepare_data(self, data: DatasetDict, ctx: MethodContext) -> DatasetDict:
