@@ -16,7 +16,8 @@ from plmkit.core.cli import main
 # 64 examples, batch 16: 4 steps per epoch, 16 in all; a checkpoint every 6 steps (mid-epoch).
 COMMON = ["--model_name_or_path", "tiny-bert", "--num_train_epochs", "4", "--per_device_train_batch_size", "16",
           "--learning_rate", "1e-3", "--report_to", "none", "--disable_tqdm", "true", "--num_threads", "1",
-          "--warmup_steps", "1", "--save_strategy", "steps", "--save_steps", "6", "--method", "cap", "--method.min_steps", "0"]
+          "--warmup_steps", "1", "--save_strategy", "steps", "--save_steps", "6", "--method", "cap",
+          "--method.min_steps", "0"]
 
 
 def _train(files, out, *flags):

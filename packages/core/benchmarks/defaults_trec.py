@@ -6,7 +6,8 @@ with native bf16, else fp32, as the kit's test runs it: each row names its preci
 defaults refuse that budget with an error naming the option (the unstructured pruning methods need 500 steps,
 CP-Tuning 4 examples of each class per batch) also runs at the budget its contract case names (`trec_budget`). The
 majority class of the test split is the floor; the kit's `test_default_options_learn_trec` runs each method at its
-contract case's budget and asserts it beats the floor by 20 points. Writes packages/core/benchmarks/results/defaults_trec.json; `--render` writes the core README block.
+contract case's budget and asserts it beats the floor by 20 points. Writes
+packages/core/benchmarks/results/defaults_trec.json; `--render` writes the core README block.
 
     python packages/core/benchmarks/defaults_trec.py [--methods finetune pst ...] [--budget JSON] [--flags FLAGS]
         [--render [--check]]
@@ -59,9 +60,9 @@ def _name(method: str, budget: dict, extra: list[str]) -> str:
 def run(method: str, work: Path, budget: dict, extra: list[str] | None = None) -> dict:
     """One `plmkit train` of `method` on the kit's budget with `budget`'s changes, with no method option unless
     `extra` gives some (a check of what a default costs)."""
-    extra = list(extra or [])
     from plmkit.core.testing.contract import trec_check_budget
 
+    extra = list(extra or [])
     out = work / _name(method, budget, extra)
     flags = trec_check_budget(budget)  # as the kit's test runs it: bf16 only where the hardware has it
     argv = [sys.executable, "-m", "plmkit.core.cli", "train", "--data", "trec", "--model_name_or_path", "minilm",
@@ -98,11 +99,19 @@ def kit_budgets() -> dict[str, dict]:
 
 
 def describe(budget: dict) -> str:
-    """'batch 16 x 2 epochs (128 steps)' for the kit's budget with `budget`'s changes."""
-    batch = int(budget.get("per_device_train_batch_size", 16))
-    epochs = int(budget.get("num_train_epochs", 2))
+    """'batch 16 x 2 epochs (128 steps)' for the kit's budget with `budget`'s changes (the numbers read from the
+    kit's flags)."""
+    from plmkit.core.testing.contract import trec_budget
+
+    flags = trec_budget(budget)
+
+    def value(name: str) -> str:
+        return flags[flags.index(f"--{name}") + 1]
+
+    batch, epochs = int(value("per_device_train_batch_size")), int(value("num_train_epochs"))
+    steps = math.ceil(int(value("max_train_samples")) / batch) * epochs
     lr = f", lr {budget['learning_rate']}" if "learning_rate" in budget else ""
-    return f"batch {batch} x {epochs} epochs ({math.ceil(1024 / batch) * epochs} steps){lr}"
+    return f"batch {batch} x {epochs} epochs ({steps} steps){lr}"
 
 
 def _budget_cell(run: dict) -> str:
@@ -138,14 +147,15 @@ def render(package: str | None = None) -> str:
                 if r["method"] == "finetune" and "test_accuracy" in r and not r.get("flags")}
     mine = [r for r in data["runs"] if package is None or r.get("package") == package]
     # Each method at the kit's budget and, where its contract case changes that budget, at the changed one.
-    shown = sorted((r for r in mine if not r.get("flags") and (not r["budget"] or r["budget"] == kit.get(r["method"]))),
+    shown = sorted((r for r in mine if not r.get("flags")
+                    and (not r["budget"] or r["budget"] == kit.get(r["method"]))),
                    key=lambda r: (r["method"], bool(r["budget"])))
     lines = [f"Setup: {' '.join(data['setup'].split())}", "",
              f"Majority class of the test split: {100 * floor:.1f}%.", ""]
     if package is not None:
         ft = finetune.get(describe({}))
         lines = ["With its default options on TREC's 6 classes (`packages/core/benchmarks/defaults_trec.py`: the first "
-                 "1,024 training questions, lr 1e-4, max_length 16, bf16, seed 42; majority class "
+                 "1,024 training questions, lr 1e-4, max_length 16, seed 42; each row names its precision; majority class "
                  f"{100 * floor:.1f}%" + (f", plain fine-tuning {100 * ft['test_accuracy']:.1f}% at batch 16 x 2 epochs"
                                           if ft else "") + "):", ""]
     lines += ["| method (defaults) | budget | test accuracy % | vs majority | vs fine-tuning, same budget | target | met |",

@@ -76,8 +76,8 @@ def run(name: str, work: Path) -> dict:
     out = work / name
     start = time.time()
     argv = [sys.executable, "-m", "plmkit.core.cli", "train", config, "--max_steps", str(steps), *flags,
-            "--method.min_steps", "0", "--output_dir", str(out), "--num_threads", "1", "--overwrite_output_dir", "--report_to", "none",
-            "--disable_tqdm", "true", "--logging_steps", "25"]
+            "--method.min_steps", "0", "--output_dir", str(out), "--num_threads", "1", "--overwrite_output_dir",
+            "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "25"]
     work.mkdir(parents=True, exist_ok=True)
     with out.with_suffix(".log").open("w") as log:
         subprocess.run(argv, check=True, cwd=ROOT, env={**os.environ, "PLMKIT_NUM_THREADS": "1"},
