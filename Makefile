@@ -10,7 +10,8 @@ bootstrap:
 ## Fine-tune the real MiniLM on the builtin rt-polarity task and print the test metrics.
 demo: bootstrap
 	$(PY) -m plmkit.core.cli data prepare rt-polarity
-	$(PY) -m plmkit.core.cli train packages/core/configs/demo_rt_polarity.yaml --overwrite_output_dir
+	$(PY) -m plmkit.core.cli train packages/core/configs/demo_rt_polarity.yaml --overwrite_output_dir \
+		$$($(PY) -c "from plmkit.core.testing import bf16_flags; print(' '.join(bf16_flags()))")
 
 ## The test suite (unit, parity, the contract kit, end-to-end on real data, 2-process DDP), less the ten real-data
 ## runs of test-defaults.
