@@ -62,3 +62,14 @@ def test_default_options_learn_trec(method, tmp_path):
 def test_an_unknown_task_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"does not know task 'no_such_task'; it runs classification, masked_lm"):
         check_resume(ContractCase("finetune", task="no_such_task"), tmp_path)
+
+
+def test_a_case_on_a_task_that_is_not_installed_is_left_out(monkeypatch):
+    """A method that also runs on another package's task (capt on image_text) keeps its other cases when that
+    package is absent."""
+    from plmkit.core.training import METHODS
+
+    capt = METHODS.get("capt")
+    monkeypatch.setattr(capt, "contract", [*capt.contract, ContractCase("capt", {"pooling": "mean"}, task="no_such_task")])
+    cases = [c for c in contract_cases() if c.method == "capt"]
+    assert {c.task for c in cases} == {"masked_lm", "image_text"}

@@ -3,7 +3,8 @@
 Replaces the text between `<!-- capt-results:start -->` and `<!-- capt-results:end -->` in packages/capt/README.md
 (the reproduction: continued pre-training, few-shot fine-tuning with paired verdicts, noise invariance; "not run yet"
 without capt_reproduction.json) and between `<!-- capt-perf:start -->` and `<!-- capt-perf:end -->` (step cost,
-capt_perf.json), and draws results/capt_geometry.png (alignment and uniformity of h, from the probe stage). Tables
+capt_perf.json) and `<!-- capt-vl:start -->` ... (emoji retrieval with and without the CAPT term,
+capt_vl_retrieval.json), and draws results/capt_geometry.png (alignment and uniformity of h, from the probe stage). Tables
 are generated, never typed.
 
     .venv/bin/python packages/capt/benchmarks/render_table.py [--check]
@@ -25,8 +26,10 @@ README = ROOT / "packages" / "capt" / "README.md"
 REPRO = RESULTS / "capt_reproduction.json"
 PERF = RESULTS / "capt_perf.json"
 PLOT = RESULTS / "capt_geometry.png"
+VL = RESULTS / "capt_vl_retrieval.json"
 START, END = "<!-- capt-results:start -->", "<!-- capt-results:end -->"
 PERF_START, PERF_END = "<!-- capt-perf:start -->", "<!-- capt-perf:end -->"
+VL_START, VL_END = "<!-- capt-vl:start -->", "<!-- capt-vl:end -->"
 NAMES = {"minilm": "MiniLM (no continued pre-training)", "mlm": "MLM only", "mlm_time": "MLM only, same CPU time",
          "capt": "MLM + CAPT"}
 EXTRA_METRIC = {"trec": ("test_macro_f1", "macro F1"), "sms-spam": ("test_f1", "F1")}
@@ -182,7 +185,7 @@ def render_reproduction(path: Path = REPRO) -> str:
                                                       f"to finish, it resumes)")
     return "\n".join([
         f"Setup: {s['base_model']} continued on `--data builtin-text` for {s['pretrain_steps']:,} steps (batch 32, "
-        f"max_length 64, lr 5e-5, bf16, seed 42"
+        f"max_length 64, lr 5e-5, {s.get('precision', 'bf16')}, seed 42"
         + (f"; MLM only, same CPU time: {s['mlm_time_steps']:,} steps" if "mlm_time_steps" in s else "")
         + head_note(runs)
         + f"), then fine-tuned with K = 16 per class, {s['finetune_steps']} steps, seeds {s['seeds']}"
@@ -215,10 +218,46 @@ def render_perf(path: Path = PERF) -> str:
     return "\n".join(lines)
 
 
+VL_METRICS = (("test_itm_single_t2i_r1", "text->image R@1"), ("test_itm_single_i2t_r1", "image->text R@1"),
+              ("test_itm_single_t2i_r5", "text->image R@5"))
+
+
+def _mean_cell(by_seed: dict) -> str:
+    if not by_seed:
+        return "-"
+    mean, std = mean_std([100 * v for v in by_seed.values()])
+    return f"{mean:.2f} ± {std:.2f} (n={len(by_seed)})"
+
+
+def render_vl(path: Path = VL) -> str:
+    if not path.exists():
+        return "Not run yet (`packages/capt/benchmarks/vl_retrieval.py` writes `benchmarks/results/capt_vl_retrieval.json`)."
+    d = json.loads(path.read_text())
+    s, runs = d["settings"], d["runs"]
+    by_arm = {arm: {r["seed"]: r for r in runs if r["arm"] == arm} for arm in ("capt", "no_capt")}
+    planned = len(s["seeds"]) * len(s["arms"])
+    status = "complete" if len(runs) >= planned else f"INCOMPLETE: {len(runs)} of {planned} runs (rerun to finish)"
+    lines = [f"Setup: SemVLP (MiniLM trunk, random resnet18 at 64 px) trained on {s['data']} for "
+             f"{s['steps']} steps of batch 32 with matching + {s['mlm_weight']} x MLM on the corrupted pairs, with "
+             f"(`capt`) and without (`no_capt`, capt_weight 0) the CAPT term; seeds {s['seeds']}; retrieval with the "
+             f"single-stream matching head over the test split. Status: {status}.", "",
+             "| measure (%) | MLM + matching + CAPT | MLM + matching | CAPT - none |", "|---|---:|---:|---|"]
+    for metric, label in VL_METRICS:
+        a = {seed: r[metric] for seed, r in by_arm["capt"].items() if metric in r}
+        b = {seed: r[metric] for seed, r in by_arm["no_capt"].items() if metric in r}
+        verdict = str(paired_verdict(a, b)) if set(a) & set(b) else "-"
+        lines.append(f"| {label} | {_mean_cell(a)} | {_mean_cell(b)} | {verdict} |")
+    cpu = [r["process_cpu_s"] for r in runs if "process_cpu_s" in r]
+    lines += ["", f"Verdicts: {VERDICT_RULE}. Chance R@1 is 1 / (test images)."
+              + (f" CPU time per run: {min(cpu):.0f} to {max(cpu):.0f} s." if cpu else "")]
+    return "\n".join(lines)
+
+
 def main() -> None:
     check = "--check" in sys.argv[1:]
-    if replace_block(README, PERF_START, PERF_END, render_perf(), check=check) and check:
-        sys.exit(f"{README} is out of date: run {Path(sys.argv[0]).name}")
+    for start, end, body in ((PERF_START, PERF_END, render_perf()), (VL_START, VL_END, render_vl())):
+        if replace_block(README, start, end, body, check=check) and check:
+            sys.exit(f"{README} is out of date: run {Path(sys.argv[0]).name}")
     if not check:
         plot()  # first, so that the block links the image when there is one
     render_cli(README, START, END, render_reproduction)

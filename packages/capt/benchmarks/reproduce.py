@@ -11,23 +11,24 @@ Stages (one json, tools/bench/sweep.py; rerun to resume, keep --work: the later 
    embeddings), so its MLM loss starts near 9. Only the head (everything outside the base encoder; the encoder and
    the tied decoder frozen: the core's `--method head_only`) is trained with the MLM loss on the corpus for
    `--head_steps` steps (default 300, batch 32, lr 1e-3, the settings of plmkit-upt's `adapt-head`), saved to
-   WORK/minilm_head; every pre-training variant starts from it. Fine-tuning and the probe read only the encoder, which this stage leaves as it is.
+   WORK/minilm_head; every pre-training variant starts from it. Fine-tuning and the probe read only the encoder, which
+   this stage leaves as it is.
 1. `pretrain`: MiniLM with that head (`minilm`) continues pre-training on `--data builtin-text` (every builtin dataset's
    training texts; their test texts are not in it) with task masked_lm, 15% BERT masking, max_length 64, batch 32,
-   `--steps` steps (default 1,000, about one epoch), lr 5e-5, 6% warm-up, weight decay 0.01, bf16, seed 42: `mlm`
-   (method finetune: the MLM loss only) and `capt` (method capt, every option at its default), the same steps, data
-   order and learning rates; and `mlm_time`, MLM only for as many more steps as a CAPT step costs (the CPU-time ratio
-   of results/capt_perf.json, 1.89: 1,888 steps), the comparison at equal compute. CPU time stands in for the
-   wall-clock time of the plan: on this shared machine wall time swings several-fold with the load. The capt run is
-   exported (projection head dropped).
+   `--steps` steps (default 1,000, about one epoch), lr 5e-5, 6% warm-up, weight decay 0.01, seed 42, bf16 autocast
+   where it is fast, else fp32 (`--precision`, recorded in the json): `mlm` (method finetune: the MLM loss only) and
+   `capt` (method capt, every option at its default), the same steps, data order and learning rates; and `mlm_time`,
+   MLM only for as many more steps as a CAPT step costs (the CPU-time ratio of results/capt_perf.json, 1.89: 1,888
+   steps), the comparison at equal compute. CPU time stands in for the wall-clock time of the plan: on this shared
+   machine wall time swings several-fold with the load. The capt run is exported (projection head dropped).
 2. `probe`: cos(h(x), h(x~)) per noise type (masking, shuffling, substitution, 15% of the tokens, see
    plmkit.capt.analysis) and the reference cos(h(x), h(y)) of two different sentences (`unrelated`), on the first 512
    sentences of the corpus's test split (texts neither model trained on), h the [CLS] state and the mean of the last
-   hidden states, for `minilm` (before), `mlm`, `mlm_time` and `capt` (after); and the alignment (masking noise) and uniformity of
-   the l2-normalised h (Wang & Isola 2020), which render_table.py plots.
+   hidden states, for `minilm` (before), `mlm`, `mlm_time` and `capt` (after); and the alignment (masking noise) and
+   uniformity of the l2-normalised h (Wang & Isola 2020), which render_table.py plots.
 3. `finetune`: each of `minilm`, `mlm`, `mlm_time`, `capt` fine-tuned (method finetune) on rt-polarity, trec and
-   sms-spam, max_length 64, bf16, in two regimes: `k16`, LM-BFF's K = 16 examples per class with seeds 13, 21, 42, 87,
-   100 (`--few_shot_k 16 --few_shot_seed S --seed S`), 50 steps, batch 8, lr 2e-4 (the settings of
+   sms-spam, max_length 64, the same precision, in two regimes: `k16`, LM-BFF's K = 16 examples per class with seeds
+   13, 21, 42, 87, 100 (`--few_shot_k 16 --few_shot_seed S --seed S`), 50 steps, batch 8, lr 2e-4 (the settings of
    packages/prompt_tuning's few-shot benchmarks); and `n1000`, the first 1,000 training examples (the builtin splits
    are stored shuffled: natural class shares) with seeds 13, 21, 42 for the training's randomness, 2 epochs of batch
    16 at lr 1e-4. Test accuracy (and macro F1 / F1 where the dataset names one) on the builtin test split (at most
@@ -74,9 +75,22 @@ def corpus_run_flags(model: str, steps: int, logging_steps: int, smoke: bool) ->
     return flags
 
 
-def pretrain_flags(variant: str, steps: int, model: str, smoke: bool) -> list[str]:
+def precision_flags(precision: str) -> list[str]:
+    """`bf16`: bf16 autocast (the config file's choice); `fp32`: none."""
+    return ["--bf16", "true"] if precision == "bf16" else []
+
+
+def auto_precision() -> str:
+    """bf16 where its autocast is fast (a GPU, or a CPU with native bf16), else fp32: on an AVX2-only CPU emulated
+    bf16 is several times slower than fp32."""
+    from plmkit.core.testing import bf16_flags
+
+    return "bf16" if bf16_flags() else "fp32"
+
+
+def pretrain_flags(variant: str, steps: int, model: str, smoke: bool, precision: str = "bf16") -> list[str]:
     return ["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128", "--learning_rate", "5e-5",
-            "--warmup_steps", "0.06", "--weight_decay", "0.01", "--bf16", "true",
+            "--warmup_steps", "0.06", "--weight_decay", "0.01", *precision_flags(precision),
             "--method", "capt" if variant == "capt" else "finetune", *corpus_run_flags(model, steps, 50, smoke)]
 
 
@@ -126,13 +140,13 @@ def variant_steps(variant: str, steps: int) -> int:
     return round(steps * capt_step_cost()) if variant == "mlm_time" else steps
 
 
-def make_pretrain(work: Path, steps: int, smoke: bool):
+def make_pretrain(work: Path, steps: int, smoke: bool, precision: str):
     def run_one(job: dict) -> dict:
         from plmkit.core.run import export_run
 
         out = work / f"pretrain_{job['model']}"
         steps_here = variant_steps(job["model"], steps)
-        m = plmkit_train(pretrain_flags(job["model"], steps_here, head_path(work), smoke), out)
+        m = plmkit_train(pretrain_flags(job["model"], steps_here, head_path(work), smoke, precision), out)
         if job["model"] == "capt":
             export_run(out, work / "pretrain_capt_export")
         keep = ("eval_masked_loss", "eval_masked_accuracy", "test_masked_loss", "test_masked_accuracy", "train_loss",
@@ -167,13 +181,13 @@ def make_probe(work: Path, base: str, n: int):
 
 
 def finetune_flags(job: dict, path: str, steps: int, examples: int = FULL_EXAMPLES,
-                   max_steps: int | None = None) -> list[str]:
+                   max_steps: int | None = None, precision: str = "bf16") -> list[str]:
     """Regime k16: LM-BFF's K = 16 per class (seeded sampler), `steps` steps of batch 8 at lr 2e-4. Regime n1000:
     the first `examples` examples of the builtin training split (stored shuffled), 2 epochs of batch 16 at lr 1e-4,
     the seed varying the training only (`max_steps` caps it in --smoke)."""
     seed = str(job["seed"])
     common = ["--model_name_or_path", path, "--data", job["task"], "--seed", seed, "--max_length", "64",
-              "--per_device_eval_batch_size", "64", "--max_eval_samples", "1000", "--bf16", "true",
+              "--per_device_eval_batch_size", "64", "--max_eval_samples", "1000", *precision_flags(precision),
               "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "1000",
               "--method", "finetune"]
     if job["regime"] == "k16":
@@ -184,9 +198,10 @@ def finetune_flags(job: dict, path: str, steps: int, examples: int = FULL_EXAMPL
                      "--per_device_train_batch_size", "16", *cap]
 
 
-def make_finetune(work: Path, base: str, steps: int, examples: int = FULL_EXAMPLES, max_steps: int | None = None):
+def make_finetune(work: Path, base: str, steps: int, examples: int = FULL_EXAMPLES, max_steps: int | None = None,
+                  precision: str = "bf16"):
     def run_one(job: dict) -> dict:
-        flags = finetune_flags(job, model_path(job["model"], work, base), steps, examples, max_steps)
+        flags = finetune_flags(job, model_path(job["model"], work, base), steps, examples, max_steps, precision)
         with tempfile.TemporaryDirectory(dir=work, prefix="capt_ft_") as tmp:
             m = plmkit_train(flags, Path(tmp) / "run")
         return {k: m[k] for k in ("test_accuracy", "test_f1", "test_macro_f1", "eval_accuracy", "process_cpu_s")
@@ -207,6 +222,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--stages", nargs="+", default=["head", "pretrain", "probe", "finetune"],
                         choices=("head", "pretrain", "probe", "finetune"))
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="autocast of every run; auto: bf16 on a GPU or a CPU with native bf16, else fp32")
     parser.add_argument("--parallel", type=int, default=2, help="training subprocesses at a time")
     parser.add_argument("--work", type=Path, default=Path("outputs/capt_reproduction"))
     parser.add_argument("--json", type=Path, default=JSON)
@@ -223,24 +240,32 @@ def main() -> None:
         if args.json == JSON:
             args.json = args.work / "capt_reproduction_smoke.json"
     args.work.mkdir(parents=True, exist_ok=True)
+    precision = auto_precision() if args.precision == "auto" else args.precision
+    old = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
+    recorded = old.get("settings", {}).get("precision", "bf16")
+    if old["runs"] and recorded != precision:
+        raise SystemExit(f"{args.json} holds {recorded} runs: resume with --precision {recorded}, or write to "
+                         f"another --json")
     settings = {
         "base_model": base, "pretrain_steps": args.steps,
-        "pretrain_flags": pretrain_flags("capt", args.steps, "WORK/minilm_head", args.smoke),
+        "pretrain_flags": pretrain_flags("capt", args.steps, "WORK/minilm_head", args.smoke, precision),
+        "precision": precision,
         "models": list(MODELS), "mlm_time_steps": variant_steps("mlm_time", args.steps), "head_steps": args.head_steps,
         "finetune_steps": args.finetune_steps, "seeds": args.seeds, "tasks": args.tasks,
         "full_seeds": args.full_seeds, "full_examples": examples,
         "finetune_flags": finetune_flags({"task": "TASK", "seed": "SEED", "regime": "k16"}, "MODEL",
-                                         args.finetune_steps),
+                                         args.finetune_steps, precision=precision),
         "finetune_flags_n1000": finetune_flags({"task": "TASK", "seed": "SEED", "regime": "n1000"}, "MODEL",
-                                               args.finetune_steps, examples, full_cap),
+                                               args.finetune_steps, examples, full_cap, precision),
         "probe_sentences": probe_n, "noise_rate": 0.15,
     }
     if "head" in args.stages:
         run_sweep(args.json, [{"stage": "head", "model": "minilm"}],
                   make_head(args.work, base, args.head_steps, args.smoke), key, parallel=1, settings=settings)
     if "pretrain" in args.stages:
-        jobs = [{"stage": "pretrain", "model": m} for m in PRETRAINED]
-        run_sweep(args.json, jobs, make_pretrain(args.work, args.steps, args.smoke), key,
+        # the two longest runs first (mlm_time, capt: the same CPU time), so two processes finish together
+        jobs = [{"stage": "pretrain", "model": m} for m in ("mlm_time", "capt", "mlm")]
+        run_sweep(args.json, jobs, make_pretrain(args.work, args.steps, args.smoke, precision), key,
                   parallel=min(args.parallel, len(PRETRAINED)), settings=settings)
     if "probe" in args.stages:
         jobs = [{"stage": "probe", "model": m} for m in MODELS]
@@ -249,7 +274,8 @@ def main() -> None:
         jobs = [{"stage": "finetune", "regime": regime, "model": m, "task": t, "seed": s}
                 for regime, seeds in (("k16", args.seeds), ("n1000", args.full_seeds))
                 for s in seeds for t in args.tasks for m in MODELS]  # seed-major: partial runs stay paired
-        run_sweep(args.json, jobs, make_finetune(args.work, base, args.finetune_steps, examples, full_cap), key,
+        run_sweep(args.json, jobs,
+                  make_finetune(args.work, base, args.finetune_steps, examples, full_cap, precision), key,
                   parallel=args.parallel, settings=settings)
 
 

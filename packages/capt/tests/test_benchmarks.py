@@ -72,3 +72,39 @@ def test_the_readme_block_renders_every_stage(tmp_path):
     runs = _made_up_runs(seeds)[:-1]  # one fine-tuning run missing
     path.write_text(json.dumps({"settings": settings, "runs": runs}))
     assert f"INCOMPLETE: {len(runs)} of {len(runs) + 1} jobs" in render.render_reproduction(path)
+
+
+def test_precision_flags_follow_the_choice():
+    repro = _load("reproduce")
+    for precision, want in (("bf16", ["--bf16", "true"]), ("fp32", [])):
+        flags = repro.pretrain_flags("capt", 10, "m", smoke=False, precision=precision)
+        assert (flags[flags.index("--bf16"):flags.index("--bf16") + 2] if "--bf16" in flags else []) == want
+        job = {"task": "trec", "seed": 13, "regime": "k16"}
+        assert ("--bf16" in repro.finetune_flags(job, "m", 50, precision=precision)) == bool(want)
+    assert repro.auto_precision() in ("bf16", "fp32")
+
+
+def test_the_vision_language_arms_differ_only_in_the_capt_weight():
+    vl = _load("vl_retrieval")
+    flags = {arm: vl.train_flags(arm, 1, Path("m"), 300, 0.05, ["--data", "emoji"]) for arm in vl.ARMS}
+    weights = {arm: f[f.index("--method.capt_weight") + 1] for arm, f in flags.items()}
+    assert weights == {"capt": "1.0", "no_capt": "0.0"}
+    rest = {arm: [x for i, x in enumerate(f) if i != f.index("--method.capt_weight") + 1] for arm, f in flags.items()}
+    assert rest["capt"] == rest["no_capt"]
+
+
+def test_the_vision_language_block_pairs_the_arms_by_seed(tmp_path):
+    table = _load("render_table")
+    runs = [{"arm": arm, "seed": seed, "test_itm_single_t2i_r1": r1, "test_itm_single_i2t_r1": r1,
+             "test_itm_single_t2i_r5": 2 * r1, "process_cpu_s": 100.0}
+            for seed, base in ((1, 0.10), (2, 0.20), (3, 0.30))
+            for arm, r1 in (("capt", base + 0.02), ("no_capt", base))]
+    path = tmp_path / "vl.json"
+    path.write_text(json.dumps({"settings": {"data": "the emoji builtin", "steps": 300, "seeds": [1, 2, 3],
+                                             "mlm_weight": 0.05, "arms": {"capt": 1.0, "no_capt": 0.0}},
+                                "runs": runs}))
+    block = table.render_vl(path)
+    assert "Status: complete" in block
+    assert "| text->image R@1 | 22.00 ± 10.00 (n=3) | 20.00 ± 10.00 (n=3) | +2.0 +- 0.0 (3 seeds): supported |" in block
+    path.write_text(json.dumps({"settings": json.loads(path.read_text())["settings"], "runs": runs[:3]}))
+    assert "INCOMPLETE: 3 of 6 runs" in table.render_vl(path)

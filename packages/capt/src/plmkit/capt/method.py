@@ -27,6 +27,7 @@ evaluation (``geometry_batches``), and as running means over the training batche
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -44,16 +45,19 @@ from plmkit.capt.losses import (
     gather_with_grad,
     uniformity,
 )
-from plmkit.core.losses import clean_ids, nt_xent, pool
+from plmkit.core.losses import clean_ids, mask_tokens, nt_xent, pool
+from plmkit.core.processors import text_tokenizer
+from plmkit.core.tasks.masked_lm import eval_generator
 from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodContext, MethodError
 
-__all__ = ["CAPTMethod", "CONTRACT_CASE", "PROJECTION", "clean_ids", "hidden_size"]
+__all__ = ["CAPTMethod", "CONTRACT_CASE", "IMAGE_TEXT_CASE", "PROJECTION", "clean_ids", "hidden_size"]
 
 logger = logging.getLogger(__name__)
 
 PROJECTION = "capt_projection"  # the projection head's attribute on the model (its parameters: capt_projection.*)
-ENCODER_INPUTS = ("attention_mask", "token_type_ids")
+ENCODER_INPUTS = ("attention_mask", "token_type_ids", "pixel_values", "mode")
+GEOMETRY_KEY = 1  # the geometry pass's masks of an image-text batch: keys (seed, example, 0, 1), not (seed, example, step)
 
 # The method's case for the contract kit (plmkit.core.testing.contract), on the masked_lm task: the kit trains it on
 # the toy sentences as a .txt corpus with `--task masked_lm` and loads its export in AutoModelForMaskedLM. A queue of
@@ -62,6 +66,10 @@ ENCODER_INPUTS = ("attention_mask", "token_type_ids")
 # stream.
 CONTRACT_CASE = ContractCase("capt", {"projection_size": 16, "queue_size": 8, "geometry_batches": 1},
                              task="masked_lm", extra_passes=True)
+# ... and on the image_text task (the kit's tiny SemVLP and coloured shapes): capt masks text and image tokens itself,
+# per example from (seed, step, example), so the 2-process check runs too.
+IMAGE_TEXT_CASE = ContractCase("capt", {"projection_size": 16, "geometry_batches": 1, "pooling": "mean"},
+                               task="image_text", extra_passes=True, trec_defaults=False)
 
 
 def hidden_size(config: Any) -> int:
@@ -87,12 +95,14 @@ class CAPTMethod(Method):
     name = "capt"
     config_class = CAPTConfig
     config: CAPTConfig
-    contract = [CONTRACT_CASE]
+    contract = [CONTRACT_CASE, IMAGE_TEXT_CASE]
 
     def __init__(self, config: CAPTConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)
         self.queue = FeatureQueue(self.config.queue_size)
         self.head: ProjectionHead | None = None
+        self.base: nn.Module | None = None
+        self._image_tokens: int | None = None  # image tokens the base encoder makes of one image (image-text tasks)
         self.handles: list[RemovableHandle] = []
         self._clean: torch.Tensor | None = None  # x of the batch about to be trained on (set by prepare_batch)
         self._views: tuple[torch.Tensor, torch.Tensor] | None = None  # (z(x), z(x~)) of the last training forward
@@ -107,7 +117,8 @@ class CAPTMethod(Method):
         task = ctx.task if ctx is not None else None
         if task is not None and getattr(task, "model_kind", "masked-lm") != "masked-lm":
             raise MethodError(f"capt contrasts each sequence with its masked-LM corrupted view: it runs on task "
-                              f"masked_lm (--task masked_lm), not {getattr(task, 'name', type(task).__name__)}")
+                              f"masked_lm (--task masked_lm) or image_text, not "
+                              f"{getattr(task, 'name', type(task).__name__)}")
         if self.config.pooling == "cls" and getattr(getattr(task, "config", None), "packing", "line") == "blocks":
             logger.warning("capt: pooling 'cls' with the task's packing 'blocks' takes the first token of each block, "
                            "which is not a [CLS] token (blocks are cut from the concatenated lines); "
@@ -129,6 +140,7 @@ class CAPTMethod(Method):
             raise MethodError(f"the model's projection head has {head.out.out_features} outputs but projection_size "
                               f"is {c.projection_size}")
         self.head = head
+        self.base = base
         self.remove_hooks()
         # prepend: this hook must see the full [B, T, H] states before the task's hook keeps only masked rows
         self.handles = [base.register_forward_hook(self._on_encoder_output, with_kwargs=True, prepend=True)]
@@ -146,7 +158,10 @@ class CAPTMethod(Method):
 
     # -- every step ---------------------------------------------------------------------------------------------
     def prepare_batch(self, batch: dict[str, Any], ctx: MethodContext | None = None) -> dict[str, Any]:
-        """Recover x from the masked batch; the encoder hook uses it in the training forward that follows."""
+        """Recover x from the masked batch (masked_lm), or corrupt an image-text batch (training only); the encoder
+        hook uses x in the training forward that follows."""
+        if "pixel_values" in batch:
+            return self._prepare_image_text(batch, ctx)
         ids, labels = batch.get("input_ids"), batch.get("labels")
         if ids is None or labels is None or labels.shape != ids.shape:
             shape = None if labels is None else tuple(labels.shape)
@@ -156,9 +171,69 @@ class CAPTMethod(Method):
         self._views = None
         return batch
 
+    # -- image-text tasks -----------------------------------------------------------------------------------------
+    def _prepare_image_text(self, batch: dict[str, Any], ctx: MethodContext | None) -> dict[str, Any]:
+        """A training batch of image-text pairs: x~ masks the caption (BERT's 80/10/10 of `mlm_probability` of its
+        tokens, `mlm_targets` for the model's MLM loss) and zeroes the features of `visual_mask_probability` of the
+        image tokens (`visual_mask`); x is the batch as it came."""
+        if ctx is None:
+            raise MethodError("capt on image-text batches needs the run's context (its tokenizer, seed and step)")
+        if not ctx.model.training:
+            return batch
+        if "input_ids" not in batch or "example_id" not in batch:
+            raise MethodError("capt on image-text batches needs input_ids and example_id (task image_text gives both)")
+        batch = dict(batch)
+        clean = batch["input_ids"]
+        batch.update(self.corrupt(batch, ctx, ctx.global_step))  # before _clean is set: it may run the encoder once
+        self._clean, self._views = clean, None
+        return batch
+
+    def corrupt(self, batch: dict[str, Any], ctx: MethodContext, *keys: int) -> dict[str, torch.Tensor]:
+        """`input_ids`, `mlm_targets` and `visual_mask` of x~ for an image-text batch; each example's masks come
+        from a generator seeded with (--seed, its example id, `keys`), so they do not depend on the batch it falls
+        in or on the number of processes."""
+        c = self.config
+        tokenizer = text_tokenizer(ctx.processor)
+        if tokenizer.mask_token_id is None:
+            raise MethodError(f"capt masks captions with the tokenizer's mask token; {type(tokenizer).__name__} has none")
+        ids = batch["input_ids"]
+        special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=ids.dtype, device=ids.device)
+        maskable = batch["attention_mask"].bool() & ~torch.isin(ids, special)
+        n_image = self.image_tokens(batch["pixel_values"])
+        vocab = int(getattr(self.base.config, "vocab_size", len(tokenizer)))
+        corrupted, targets = ids.cpu().clone(), torch.full(ids.shape, -100, dtype=ids.dtype)
+        visual = []
+        for row, example in enumerate(batch["example_id"].tolist()):
+            gen = eval_generator(int(ctx.args.seed), int(example), *keys)
+            visual.append(torch.rand(n_image, generator=gen) < c.visual_mask_probability)
+            # the caption's own tokens only: the draws do not depend on the padding of the batch
+            real = batch["attention_mask"][row].bool().cpu()
+            masked, labels = mask_tokens(corrupted[row, real][None], maskable[row].cpu()[real][None],
+                                         tokenizer.mask_token_id, vocab, c.mlm_probability, gen)
+            corrupted[row, real], targets[row, real] = masked[0], labels[0]
+        return {"input_ids": corrupted.to(ids.device), "mlm_targets": targets.to(ids.device),
+                "visual_mask": torch.stack(visual).to(ids.device)}
+
+    @torch.no_grad()
+    def image_tokens(self, pixel_values: torch.Tensor) -> int:
+        """How many image tokens the base encoder makes of one image (read once from its output for the first image
+        alone, in eval mode)."""
+        if self._image_tokens is None:
+            assert self.base is not None
+            was_training = self.base.training
+            self.base.eval()
+            try:
+                self._image_tokens = int(self.base(pixel_values=pixel_values[:1])[0].shape[1])
+            finally:
+                self.base.train(was_training)
+        return self._image_tokens
+
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """h: pooled over whatever states the encoder returns; the attention mask is used only when it matches
-        them (a vision-language encoder's image states have no text mask: then a plain mean)."""
+        """h: pooled over whatever states the encoder returns. The attention mask covers the first tokens (the text);
+        states after them (a vision-language encoder's image tokens, after the text) all count; a mask of another
+        shape is not used (then a plain mean)."""
+        if mask is not None and mask.dim() == 2 and mask.shape[0] == hidden.shape[0] and mask.shape[1] < hidden.shape[1]:
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], hidden.shape[1] - mask.shape[1])], dim=1)
         if mask is not None and tuple(mask.shape) != tuple(hidden.shape[:2]):
             mask = None
         return pool(hidden, mask, self.config.pooling)
@@ -169,7 +244,8 @@ class CAPTMethod(Method):
         clean, self._clean = self._clean, None
         if not module.training or clean is None:
             return None
-        ids = args[0] if args else kwargs.get("input_ids")
+        bound = inspect.signature(module.forward).bind(*args, **kwargs)
+        ids = bound.arguments.get("input_ids")
         if ids is None or tuple(ids.shape) != tuple(clean.shape):
             raise MethodError(f"capt: the encoder got input_ids of shape {None if ids is None else tuple(ids.shape)}, "
                               f"the batch has {tuple(clean.shape)} (capt needs input_ids, not inputs_embeds)")
@@ -177,9 +253,12 @@ class CAPTMethod(Method):
         if hidden.dim() != 3 or hidden.shape[0] != ids.shape[0]:
             raise MethodError(f"capt: {type(module).__name__} returned states of shape {tuple(hidden.shape)}; "
                               f"expected [batch, length, hidden] ahead of the task's hook")
-        mask = kwargs.get("attention_mask")
+        mask = bound.arguments.get("attention_mask")
         h_corrupted = self._pool(hidden, mask)
-        clean_args, clean_kwargs = ((clean, *args[1:]), kwargs) if args else ((), {**kwargs, "input_ids": clean})
+        bound.arguments["input_ids"] = clean
+        if bound.arguments.get("visual_mask") is not None:
+            bound.arguments["visual_mask"] = None  # the clean view sees every image feature
+        clean_args, clean_kwargs = bound.args, bound.kwargs
         assert self.head is not None
         # .forward, not __call__: no hook runs for the clean view (neither this one nor the task's row filter)
         if self.config.stop_gradient_clean:
@@ -212,18 +291,27 @@ class CAPTMethod(Method):
                               f"no other example to contrast with; use a batch size >= 2, and "
                               f"--dataloader_drop_last true when the data leaves a last batch of one")
         loss = nt_xent(z_clean, z_corrupted, c.temperature, negatives)
+        terms = {"capt": c.capt_weight * loss}
+        if "mlm_targets" in batch:  # image-text: the model's MLM loss on the masked captions (masked_lm: the task's)
+            mlm = getattr(outputs, "mlm_loss", None)
+            if mlm is None:
+                raise MethodError(f"capt on image-text batches needs a model that returns mlm_loss for mlm_targets "
+                                  f"(SemVLPForPreTraining does); {type(outputs).__name__} has none")
+            terms = {"mlm": c.mlm_weight * mlm, **terms}
         self.queue.push(z_clean)
         self.train_sums["alignment"] += alignment(z_clean, z_corrupted)
         self.train_sums["batches"] += 1
         if n >= 2:
             self.train_sums["uniformity"] += uniformity(z_clean)
             self.train_sums["uniformity_batches"] += 1
-        return {"capt": c.capt_weight * loss}
+        return terms
 
     # -- evaluation: geometry of z --------------------------------------------------------------------------------
     @torch.no_grad()
-    def measure(self, model: nn.Module, batches: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z(x), z(x~)) of every sequence of `batches` (masked-LM batches), the model in eval mode."""
+    def measure(self, model: nn.Module, batches: Any, ctx: MethodContext | None = None) -> tuple[torch.Tensor,
+                                                                                                 torch.Tensor]:
+        """(z(x), z(x~)) of every example of `batches`, the model in eval mode: masked-LM batches, or image-text
+        batches (masked here with the geometry pass's keys; needs `ctx`)."""
         base = model.base_model
         assert self.head is not None
         was_training = model.training
@@ -233,9 +321,17 @@ class CAPTMethod(Method):
             for batch in batches:
                 inputs = {k: batch[k] for k in ENCODER_INPUTS if k in batch}
                 mask = inputs.get("attention_mask")
-                for ids, out in ((clean_ids(batch["input_ids"], batch["labels"]), clean),
-                                 (batch["input_ids"], corrupted)):
-                    out.append(self.head(self._pool(base(input_ids=ids, **inputs)[0], mask)).float())
+                if "pixel_values" in batch:
+                    if ctx is None:
+                        raise MethodError("capt: measuring image-text batches needs the run's context")
+                    x = {"input_ids": batch["input_ids"]}
+                    x_corrupted = self.corrupt(batch, ctx, 0, GEOMETRY_KEY)
+                    x_corrupted.pop("mlm_targets")
+                else:
+                    x = {"input_ids": clean_ids(batch["input_ids"], batch["labels"])}
+                    x_corrupted = {"input_ids": batch["input_ids"]}
+                for view, out in ((x, clean), (x_corrupted, corrupted)):
+                    out.append(self.head(self._pool(base(**inputs, **view)[0], mask)).float())
         finally:
             model.train(was_training)
         return torch.cat(clean), torch.cat(corrupted)
@@ -251,7 +347,7 @@ class CAPTMethod(Method):
             return  # validation and test of the same model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.args.seed)
-            z_clean, z_corrupted = self.measure(ctx.model, ctx.batches(limit=c.geometry_batches))
+            z_clean, z_corrupted = self.measure(ctx.model, ctx.batches(limit=c.geometry_batches), ctx)
         z_clean, z_corrupted = ctx.all_gather(z_clean), ctx.all_gather(z_corrupted)
         self.geometry.append({"step": step, "alignment": alignment(z_clean, z_corrupted),
                               "uniformity": uniformity(z_clean), "examples": int(z_clean.shape[0])})

@@ -106,16 +106,19 @@ class ContractCase:
 
 
 def contract_cases() -> list[ContractCase]:
-    """Every installed method's cases: its `contract` attribute (a ContractCase or a list), else the defaults."""
+    """Every installed method's cases: its `contract` attribute (a ContractCase or a list), else the defaults. A case
+    on a task that is not installed (a method that also runs on another package's task) is left out."""
+    from plmkit.core.tasks import TASKS
     from plmkit.core.training import METHODS
 
+    known = set(TASK_KITS) | set(TASKS.names())
     cases: list[ContractCase] = []
     for name in METHODS.names():
         declared = getattr(METHODS.get(name), "contract", None)
         if declared is None:
             cases.append(ContractCase(name))
         else:
-            cases.extend(declared if isinstance(declared, list) else [declared])
+            cases.extend(c for c in (declared if isinstance(declared, list) else [declared]) if c.task in known)
     return cases
 
 
