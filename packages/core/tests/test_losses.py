@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plmkit.core.losses import distillation_loss, mask_tokens, nt_xent, pool
+from plmkit.core.losses import distillation_loss, mask_examples, mask_tokens, nt_xent, pool
 
 
 def test_distillation_is_zero_for_equal_logits_and_scales_with_t_squared():
@@ -67,3 +67,25 @@ def test_whole_word_masking_takes_every_piece_of_a_word():
             pieces = chosen[words[0] == w]
             assert pieces.all() or not pieces.any()
         assert not chosen[0] and not chosen[-1]
+
+
+def test_mask_examples_masks_each_row_on_its_own_tokens_whatever_the_padding():
+    ids = torch.tensor([[101, 7, 8, 9, 10, 102, 0, 0], [101, 11, 12, 13, 14, 15, 16, 102]])
+    attention = (ids != 0).long()
+    maskable = attention.bool() & (ids != 101) & (ids != 102)
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (5, 6)]
+
+    masked, labels = mask_examples(ids, attention, maskable, 103, 200, 0.5, gens())
+    chosen = labels != -100
+    assert chosen.any() and not (chosen & ~maskable).any()
+    assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(masked[~chosen], ids[~chosen])
+    # the first row alone (no padding) or padded further gets the same masks from the same generator
+    for width in (6, 12):
+        row = torch.cat([ids[:1, :6], ids.new_zeros(1, width - 6)], dim=1)
+        alone, alone_labels = mask_examples(row, (row != 0).long(), (row != 0) & (row != 101) & (row != 102), 103,
+                                            200, 0.5, gens()[:1])
+        assert torch.equal(alone[0, :6], masked[0, :6]) and torch.equal(alone_labels[0, :6], labels[0, :6])
+    with pytest.raises(ValueError, match="one generator per example"):
+        mask_examples(ids, attention, maskable, 103, 200, 0.5, gens()[:1])

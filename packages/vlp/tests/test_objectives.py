@@ -97,8 +97,9 @@ def _ctx(model, step=0, seed=7):
                            device=torch.device("cpu"))
 
 
-def _batch(tokenizer, ids):
-    enc = tokenizer([f"a red square number {i}" for i in ids], padding=True, return_tensors="pt")
+def _batch(tokenizer, ids, longer: tuple[int, ...] = ()):
+    captions = [f"a red square number {i}" + " beside a blue dot" * (i in longer) for i in ids]
+    enc = tokenizer(captions, padding=True, return_tensors="pt")
     torch.manual_seed(3)
     return {**enc, "pixel_values": torch.randn(len(ids), 3, 64, 64), "example_id": torch.tensor(ids),
             "itm_labels": torch.ones(len(ids), dtype=torch.long)}
@@ -123,9 +124,12 @@ def test_method_masks_text_and_image_per_example_and_step():
     torch.testing.assert_close(out["visual_targets"], targets)
     nearest = ((targets[..., None, :] - method.centroids) ** 2).sum(-1).argmin(-1)
     assert torch.equal(out["visual_codes"], nearest)
-    # the same example at the same step gets the same masks in another batch; another step gets new ones
-    again = method.prepare_batch(dict(_batch(tokenizer, [2, 9])), ctx)
+    # the same example at the same step gets the same masks in another batch, padded longer (example 9 has a longer
+    # caption); another step gets new ones
+    again = method.prepare_batch(dict(_batch(tokenizer, [2, 9], longer=(9,))), ctx)
+    assert again["mlm_targets"].shape[1] > chosen.shape[1]
     assert torch.equal(again["mlm_targets"][0, : chosen.shape[1]], out["mlm_targets"][2])
+    assert torch.equal(again["input_ids"][0, : chosen.shape[1]], out["input_ids"][2])
     assert torch.equal(again["visual_mask"][0], out["visual_mask"][2])
     later = method.prepare_batch(dict(batch), _ctx(model, step=1))
     assert later["mode"] == "two"

@@ -45,7 +45,7 @@ from plmkit.capt.losses import (
     gather_with_grad,
     uniformity,
 )
-from plmkit.core.losses import clean_ids, mask_tokens, nt_xent, pool
+from plmkit.core.losses import clean_ids, mask_examples, nt_xent, pool
 from plmkit.core.processors import text_tokenizer
 from plmkit.core.tasks.masked_lm import eval_generator
 from plmkit.core.testing.contract import ContractCase
@@ -201,18 +201,11 @@ class CAPTMethod(Method):
         maskable = batch["attention_mask"].bool() & ~torch.isin(ids, special)
         n_image = self.image_tokens(batch["pixel_values"])
         vocab = int(getattr(self.base.config, "vocab_size", len(tokenizer)))
-        corrupted, targets = ids.cpu().clone(), torch.full(ids.shape, -100, dtype=ids.dtype)
-        visual = []
-        for row, example in enumerate(batch["example_id"].tolist()):
-            gen = eval_generator(int(ctx.args.seed), int(example), *keys)
-            visual.append(torch.rand(n_image, generator=gen) < c.visual_mask_probability)
-            # the caption's own tokens only: the draws do not depend on the padding of the batch
-            real = batch["attention_mask"][row].bool().cpu()
-            masked, labels = mask_tokens(corrupted[row, real][None], maskable[row].cpu()[real][None],
-                                         tokenizer.mask_token_id, vocab, c.mlm_probability, gen)
-            corrupted[row, real], targets[row, real] = masked[0], labels[0]
-        return {"input_ids": corrupted.to(ids.device), "mlm_targets": targets.to(ids.device),
-                "visual_mask": torch.stack(visual).to(ids.device)}
+        generators = [eval_generator(int(ctx.args.seed), int(example), *keys) for example in batch["example_id"].tolist()]
+        visual = torch.stack([torch.rand(n_image, generator=gen) < c.visual_mask_probability for gen in generators])
+        corrupted, targets = mask_examples(ids, batch["attention_mask"], maskable, tokenizer.mask_token_id, vocab,
+                                           c.mlm_probability, generators)
+        return {"input_ids": corrupted, "mlm_targets": targets, "visual_mask": visual.to(ids.device)}
 
     @torch.no_grad()
     def image_tokens(self, pixel_values: torch.Tensor) -> int:

@@ -100,3 +100,28 @@ def mask_tokens(
         per_word = rand(torch.Size([input_ids.shape[0], int(words.max()) + 1])) < probability
         chosen = maskable & (whole_words >= 0) & per_word.gather(1, words)
     return corrupt_tokens(input_ids, chosen, mask_token_id, vocab_size, generator)
+
+
+def mask_examples(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    maskable: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    probability: float,
+    generators: list[torch.Generator],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mask_tokens` for each example of a batch on its own tokens (where `attention_mask` is 1), with its own
+    generator (one per row, on the CPU): an example's masks depend on its generator and its tokens only, not on the
+    batch it falls in or the padding that batch needs. Returns (corrupted ids, labels) shaped like `input_ids`."""
+    if len(generators) != input_ids.shape[0]:
+        raise ValueError(f"mask_examples needs one generator per example: {len(generators)} for {input_ids.shape[0]}")
+    ids = input_ids.detach().cpu().clone()
+    labels = torch.full_like(ids, -100)
+    attended, allowed = attention_mask.bool().cpu(), maskable.bool().cpu()
+    for row, generator in enumerate(generators):
+        real = attended[row]
+        masked, chosen = mask_tokens(ids[row, real][None], allowed[row, real][None], mask_token_id, vocab_size,
+                                     probability, generator)
+        ids[row, real], labels[row, real] = masked[0], chosen[0]
+    return ids.to(input_ids.device), labels.to(input_ids.device)

@@ -6,8 +6,8 @@
 The task gives the image-text matching loss (ITM: a caption swapped for another image's with probability 0.5, on the
 pooled [CLS]); the method adds the other objectives of the paper's set (L = L_MLM + L_MOP + L_ITM + L_QA, Sec. 3.3,
 following LXMERT), each a logged loss term:
-- `mlm`: BERT's 80/10/10 corruption of `mlm_probability` of the caption tokens (`plmkit.core.losses.mask_tokens`;
-  special tokens and padding never chosen), cross-entropy at the chosen positions;
+- `mlm`: BERT's 80/10/10 corruption of `mlm_probability` of the caption tokens (`plmkit.core.losses.mask_examples`,
+  each caption on its own tokens; special tokens and padding never chosen), cross-entropy at the chosen positions;
 - `visual_regression`: `visual_mask_probability` of the image tokens have their grid feature zeroed at the input;
   the model regresses the feature of a frozen copy of the image encoder (the encoder as it was when training
   started), layer-normalised per token, with mean squared error at the masked tokens (the L2 feature loss of LXMERT's
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plmkit.core.losses import mask_tokens
+from plmkit.core.losses import mask_examples
 from plmkit.core.processors import text_tokenizer
 from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodConfig, MethodContext, MethodError
@@ -258,16 +258,13 @@ class SemVLPMethod(Method):
         maskable = batch["attention_mask"].bool() & ~torch.isin(input_ids, self._special_ids(ctx, device))
         targets = self._targets(batch["pixel_values"])
         n_tokens = targets.shape[1]
-        corrupted, labels, visual = [], [], []
-        for row, example in enumerate(batch["example_id"].tolist()):
-            gen = torch.Generator(device="cpu").manual_seed(_example_seed(seed, step, int(example)))
-            ids, lab = mask_tokens(input_ids[row : row + 1].cpu(), maskable[row : row + 1].cpu(),
-                                   tokenizer.mask_token_id, config.vocab_size, self.config.mlm_probability, gen)
-            corrupted.append(ids)
-            labels.append(lab)
-            visual.append(torch.rand(n_tokens, generator=gen) < self.config.visual_mask_probability)
-        batch["input_ids"] = torch.cat(corrupted).to(device)
-        batch["mlm_targets"] = torch.cat(labels).to(device)
+        generators = [torch.Generator(device="cpu").manual_seed(_example_seed(seed, step, int(example)))
+                      for example in batch["example_id"].tolist()]
+        # each caption masked on its own tokens: the masks do not depend on the padding of the batch
+        batch["input_ids"], batch["mlm_targets"] = mask_examples(
+            input_ids, batch["attention_mask"], maskable, tokenizer.mask_token_id, config.vocab_size,
+            self.config.mlm_probability, generators)
+        visual = [torch.rand(n_tokens, generator=gen) < self.config.visual_mask_probability for gen in generators]
         batch["visual_mask"] = torch.stack(visual).to(device)
         batch["visual_targets"] = targets
         if self.centroids is not None:
