@@ -320,3 +320,14 @@ def test_head_only_trains_the_head_and_leaves_the_encoder(tmp_path):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("cls.") for k in changed), sorted(changed)
     assert not any(k.startswith("bert.") for k in changed)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch):
+    from plmkit.core import training
+
+    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training, "native_bf16", lambda: False)
+    assert "emulated" in training.slow_bf16_warning(True) and "--bf16" in training.slow_bf16_warning(True)
+    assert training.slow_bf16_warning(False) is None
+    monkeypatch.setattr(training, "native_bf16", lambda: True)
+    assert training.slow_bf16_warning(True) is None

@@ -27,7 +27,15 @@ from plmkit.core.config import ExperimentConfig, parse_experiment, parse_section
 from plmkit.core.errors import DataError, RunError, RunExistsError
 from plmkit.core.models import load_model
 from plmkit.core.tasks import DataSource, Task, build_task
-from plmkit.core.training import Method, MethodContext, Trainer, auto_num_threads, build_method, prepare_model
+from plmkit.core.training import (
+    Method,
+    MethodContext,
+    Trainer,
+    auto_num_threads,
+    build_method,
+    prepare_model,
+    slow_bf16_warning,
+)
 
 __all__ = ["RunExistsError", "build_run_task", "evaluate_run", "export_run", "load_run", "train"]
 
@@ -92,6 +100,9 @@ def train(cfg: ExperimentConfig) -> dict[str, float]:
         f"{task.name} data {task.description}: " + ", ".join(f"{k}={len(v)}" for k, v in splits.items())
         + f"; model {cfg.model.model_name_or_path}; method {method.name}; {threads} CPU thread(s)"
     )
+    warning = slow_bf16_warning(cfg.training.bf16)
+    if warning:
+        _log(f"WARNING: {warning}")
     model, processor = load_model(
         cfg.model.model_name_or_path, kind=task.model_kind, seed=cfg.training.seed, check_config=task.check_config,
         model_config=cfg.model.model_config, tokenizer_name_or_path=cfg.model.tokenizer_name_or_path,

@@ -687,6 +687,24 @@ def make_compute_metrics(names: tuple[str, ...], regression: bool = False):  # n
     return compute_metrics
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX-512 BF16 or AMX). On other CPUs (AVX2 only) bf16
+    autocast is emulated and several times slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def slow_bf16_warning(bf16: bool) -> str | None:
+    """The warning a run with `--bf16 true` gets on a CPU-only machine without native bf16, else None."""
+    if not bf16 or torch.cuda.is_available() or native_bf16():
+        return None
+    return ("bf16 autocast on this CPU is emulated (no AVX-512 BF16 or AMX): it runs several times slower than fp32 "
+            "(measured: a MiniLM step about 10x); drop --bf16 (or `bf16: true` from the config) unless bf16 numerics "
+            "are the point")
+
+
 def auto_num_threads() -> int:
     """Torch CPU threads: one per core the load average leaves free (at least one); on a machine with a GPU, 4.
 

@@ -22,18 +22,11 @@ _CUES = [["good", "great", "best", "love", "fun"], ["bad", "terrible", "worst", 
 _FILLER = "the a movie film story is was it this that and of".split()
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (oneDNN's check: AVX-512 BF16 or AMX). On other CPUs (AVX2 only) bf16
-    autocast is emulated and several times slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def bf16_flags() -> list[str]:
     """`["--bf16", "true"]` where bf16 autocast is fast (a GPU, or a CPU with native bf16), else none: the real-model
     tests then train in fp32, which on an AVX2-only CPU is several times faster than emulated bf16."""
+    from plmkit.core.training import native_bf16  # here: plmkit.core.training imports this package
+
     return ["--bf16", "true"] if torch.cuda.is_available() or native_bf16() else []
 
 
