@@ -108,3 +108,45 @@ def test_child_tuning_sweep_smoke(tmp_path):
         assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1 and r["task"] == "trec"
     table = _module(CT_RENDER, "ct_render").render_sweep(out)
     assert "CT-D (p=0.3)" in table and "no verdict yet" in table
+
+
+def test_cp_sweep_pairs_runs_within_one_precision(tmp_path):
+    """Runs recorded without a precision are bf16; an fp32 configuration is labelled and compared with fine-tuning
+    in fp32 only (a bf16 fine-tuning run of the same batch, steps and lr is not its baseline)."""
+    runs = []
+    for seed, shift in ((13, 0.0), (21, 0.1), (42, 0.2)):
+        for precision in (None, "fp32"):
+            for method, acc in (("finetune", 0.5), ("cp_tuning", 0.6 if precision else 0.4)):
+                r = {"method": method, "batch": 48, "steps": 150, "lr": 2e-4, "mlm_weight": 0.0 if method == "cp_tuning"
+                     else None, "seed": seed, "test_accuracy": acc + shift, "eval_accuracy": acc, "cpu_s": 10.0}
+                if method == "cp_tuning":
+                    r.update(test_accuracy_centroid=acc + shift, eval_accuracy_centroid=acc)
+                runs.append(r if precision is None else {**r, "precision": precision,
+                                                         "test_accuracy": r["test_accuracy"] + 0.3 * (method == "finetune")})
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"settings": {"model": "m", "k": 16, "max_length": 64, "test_examples": 538,
+                                             "selection": "last step", "upt_start": "m"}, "runs": runs}))
+    table = _module(CP_RENDER, "cp_render").render_sweep(path)
+    assert "bf16 autocast unless a configuration says fp32" in table
+    lines = [line for line in table.splitlines() if line.startswith("| CP-Tuning, nearest anchor")]
+    bf16, fp32 = (next(line for line in lines if ("fp32" in line) == want) for want in (False, True))
+    assert "-10.0 +- 0.0 (3 seeds): contradicted" in bf16  # 0.4 against bf16 fine-tuning's 0.5
+    assert "MLM 0, fp32" in fp32 and "-20.0 +- 0.0 (3 seeds): contradicted" in fp32  # 0.6 against fp32's 0.8
+
+
+def test_child_tuning_sweep_flags_and_rows_follow_the_precision(tmp_path):
+    sweep = _module(CT_SWEEP, "ct_sweep")
+    assert "--bf16" not in sweep.common_flags("m", 1e-4, 3, "fp32")
+    bf16 = sweep.common_flags("m", 1e-4, 3, "bf16")
+    assert bf16[bf16.index("--bf16") + 1] == "true"
+    runs = [{"task": "trec", "method": method, "reserve_p": p, "lr": 2e-4, "epochs": 3, "seed": seed,
+             "test_accuracy": acc + 0.01 * seed, "val_accuracy": acc, "cpu_s": 1.0, **extra}
+            for seed in (1, 2, 3)
+            for extra, shift in (({}, 0.0), ({"precision": "fp32"}, 0.1))
+            for method, p, acc in (("vanilla", None, 0.5 + shift), ("CT-D", 0.3, 0.55))]
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"settings": {"model": "m", "n_train": 1000, "eval": "full"}, "runs": runs}))
+    table = _module(CT_RENDER, "ct_render").render_sweep(path)
+    assert "bf16 autocast unless a row says fp32" in table
+    assert "| trec | CT-D (p=0.3), fp32 |" in table and "-5.0 +- 0.0 (3 seeds): contradicted" in table
+    assert "+5.0 +- 0.0 (3 seeds): supported" in table  # the bf16 CT-D against the bf16 vanilla runs

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepError", "logged_losses", "plmkit_train", "run_sweep"]
+__all__ = ["SweepError", "auto_precision", "logged_losses", "plmkit_train", "precision_flags", "run_sweep"]
 
 
 class SweepError(RuntimeError):
@@ -89,6 +89,21 @@ def run_sweep(
     if failures:
         raise SweepError(f"{len(failures)} job(s) failed (rerun to retry them):\n" + "\n".join(failures))
     return data
+
+
+def precision_flags(precision: str) -> list[str]:
+    """`plmkit train` flags of a precision: "bf16" (bf16 autocast) or "fp32" (none)."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be bf16 or fp32, got {precision!r}")
+    return ["--bf16", "true"] if precision == "bf16" else []
+
+
+def auto_precision() -> str:
+    """bf16 where its autocast is fast (a GPU, or a CPU with native bf16), else fp32: on an AVX2-only CPU emulated
+    bf16 is several times slower than fp32. Record it with the results: runs of different precisions do not pair."""
+    from plmkit.core.testing import bf16_flags
+
+    return "bf16" if bf16_flags() else "fp32"
 
 
 def plmkit_train(argv: list[str], out: Path, threads: int = 1) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
-from sweep import SweepError, logged_losses, plmkit_train, run_sweep  # noqa: E402
+from sweep import SweepError, auto_precision, logged_losses, plmkit_train, precision_flags, run_sweep  # noqa: E402
 
 JSON = Path(__file__).parent / "results" / "capt_reproduction.json"
 SEEDS = (13, 21, 42, 87, 100)
@@ -73,19 +73,6 @@ def corpus_run_flags(model: str, steps: int, logging_steps: int, smoke: bool) ->
     if smoke:
         flags += ["--max_train_samples", "256", "--max_eval_samples", "64", "--logging_steps", "2"]
     return flags
-
-
-def precision_flags(precision: str) -> list[str]:
-    """`bf16`: bf16 autocast (the config file's choice); `fp32`: none."""
-    return ["--bf16", "true"] if precision == "bf16" else []
-
-
-def auto_precision() -> str:
-    """bf16 where its autocast is fast (a GPU, or a CPU with native bf16), else fp32: on an AVX2-only CPU emulated
-    bf16 is several times slower than fp32."""
-    from plmkit.core.testing import bf16_flags
-
-    return "bf16" if bf16_flags() else "fp32"
 
 
 def pretrain_flags(variant: str, steps: int, model: str, smoke: bool, precision: str = "bf16") -> list[str]:

@@ -126,8 +126,8 @@ def render_sweep(path: Path = SWEEP) -> str:
     s = data["settings"]
     cells: dict[tuple, dict[str, dict[int, float]]] = {}
     for r in data["runs"]:
-        cell = cells.setdefault((r["task"], r["lr"], r["epochs"], r["method"], r["reserve_p"]),
-                                {"test": {}, "val": {}, "cpu": {}})
+        config = (r["task"], r["lr"], r["epochs"], r["method"], r["reserve_p"], r.get("precision", "bf16"))
+        cell = cells.setdefault(config, {"test": {}, "val": {}, "cpu": {}})
         cell["test"][r["seed"]], cell["val"][r["seed"]], cell["cpu"][r["seed"]] = (
             r["test_accuracy"], r["val_accuracy"], r["cpu_s"])
 
@@ -135,10 +135,12 @@ def render_sweep(path: Path = SWEEP) -> str:
         mean, std = mean_std([100 * v for v in values.values()])
         return f"{mean:.2f} ± {std:.2f}"
 
+    precisions = sorted({c[5] for c in cells})
     lines = [
         f"Setup: {s['model']}, {s['n_train']:,} training examples (the reproduction's subset), {s['eval']}, seeds "
-        f"{sorted({r['seed'] for r in data['runs']})}, batch 16, "
-        "10% warm-up, weight decay 0.01, max_length 64, bf16, one thread per run. Accuracy in %, mean ± std over the "
+        f"{sorted({r['seed'] for r in data['runs']})}, batch 16, 10% warm-up, weight decay 0.01, max_length 64, "
+        + ("bf16" if precisions == ["bf16"] else "bf16 autocast unless a row says fp32 (runs pair within one precision)")
+        + ", one thread per run. Accuracy in %, mean ± std over the "
         "seeds (n = seeds finished); CPU s: CPU seconds of one training process (start-up, training, evaluation), "
         "mean. Verdicts: D - vanilla at the same learning rate and epochs in test accuracy points, runs paired by "
         "seed: mean difference +- its standard error; **supported** only where the mean exceeds twice its standard "
@@ -148,16 +150,17 @@ def render_sweep(path: Path = SWEEP) -> str:
         "|---|---|---|---|---|---:|---:|---:|---|",
     ]
     outcome: dict[str, list[str]] = {}
-    for c in sorted(cells, key=lambda c: (c[0], c[1], c[2], c[3] != "vanilla", c[4] or 0.0)):
-        task, lr, epochs, method, p = c
-        cell, base = cells[c], cells.get((task, lr, epochs, "vanilla", None))
+    for c in sorted(cells, key=lambda c: (c[0], c[5], c[1], c[2], c[3] != "vanilla", c[4] or 0.0)):
+        task, lr, epochs, method, p, precision = c
+        cell, base = cells[c], cells.get((task, lr, epochs, "vanilla", None, precision))
         verdict = ""
         if method != "vanilla" and base is not None and set(cell["test"]) & set(base["test"]):
             v = paired_verdict(cell["test"], base["test"])
             verdict = str(v)
             outcome.setdefault(v.verdict, []).append(
-                f"{task} p={p} lr {_lr(lr)} {epochs} ep. ({v.mean_difference:+.1f})")
-        name = "vanilla" if method == "vanilla" else f"{method} (p={p})"
+                f"{task} p={p} lr {_lr(lr)} {epochs} ep.{'' if precision == 'bf16' else ' ' + precision} "
+                f"({v.mean_difference:+.1f})")
+        name = ("vanilla" if method == "vanilla" else f"{method} (p={p})") + ("" if precision == "bf16" else f", {precision}")
         lines.append(f"| {task} | {name} | {_lr(lr)} | {epochs} | {len(cell['test'])} | {pct(cell['test'])} | "
                      f"{pct(cell['val'])} | {statistics.mean(cell['cpu'].values()):.0f} | {verdict} |")
     lines.append("")

@@ -6,7 +6,8 @@
 
 Data and training as the reproduction (packages/child_tuning/benchmarks/reproduce.py: its `write_data` and flags):
 all-MiniLM-L6-v2, the same 1,000-example seeded subset of each builtin train split, full validation and test
-splits, batch 16, 10% warm-up, weight decay 0.01, max_length 64, bf16 autocast, one torch thread per run. Swept:
+splits, batch 16, 10% warm-up, weight decay 0.01, max_length 64, one torch thread per run, bf16 autocast where it is
+fast and fp32 otherwise (`--precision`, recorded per run: runs pair within one precision). Swept:
 Child-Tuning_D with reserve_p {0.1, 0.3, 0.6} x learning rate {5e-5, 2e-4} x epochs {3}, and vanilla fine-tuning at
 each (learning rate, epochs), seeds 1, 2, 3: 2 tasks x 8 configurations x 3 seeds = 48 runs. Every run of a task
 trains on the same subset, so runs pair by seed. `--smoke`: tiny-bert, 128 examples, 8 steps, one seed, trec,
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 from reproduce import COMMON, write_data  # noqa: E402
-from sweep import plmkit_train, run_sweep  # noqa: E402
+from sweep import auto_precision, plmkit_train, precision_flags, run_sweep  # noqa: E402
 
 JSON = Path(__file__).parent / "results" / "child_tuning_sweep.json"
 TASKS = ("rt-polarity", "trec")
@@ -36,10 +37,10 @@ SEEDS = (1, 2, 3)
 
 
 def key(r: dict) -> tuple:
-    return r["task"], r["method"], r["reserve_p"], r["lr"], r["epochs"], r["seed"]
+    return r["task"], r["method"], r["reserve_p"], r["lr"], r["epochs"], r["seed"], r.get("precision", "bf16")
 
 
-def jobs(tasks, reserve_ps, lrs, epochs, seeds) -> list[dict]:
+def jobs(tasks, reserve_ps, lrs, epochs, seeds, precision: str = "bf16") -> list[dict]:
     """Seed-major, so an interrupted sweep still covers every configuration with its first seeds."""
     out = []
     for seed in seeds:
@@ -48,23 +49,24 @@ def jobs(tasks, reserve_ps, lrs, epochs, seeds) -> list[dict]:
                 for ep in epochs:
                     for method, p in [("vanilla", None), *(("CT-D", p) for p in reserve_ps)]:
                         out.append({"task": task, "method": method, "reserve_p": p, "lr": lr, "epochs": ep,
-                                    "seed": seed})
+                                    "seed": seed, "precision": precision})
     return out
 
 
-def common_flags(model: str, lr: float | str, epochs: int | str) -> list[str]:
-    """The reproduction's flags with this run's model, learning rate and epochs."""
+def common_flags(model: str, lr: float | str, epochs: int | str, precision: str = "bf16") -> list[str]:
+    """The reproduction's flags with this run's model, learning rate, epochs and precision."""
     flags = list(COMMON)
     for name, value in (("--model_name_or_path", model), ("--learning_rate", lr), ("--num_train_epochs", epochs)):
         flags[flags.index(name) + 1] = str(value)
-    return flags
+    at = flags.index("--bf16")
+    return flags[:at] + precision_flags(precision) + flags[at + 2 :]
 
 
 def make_run_one(data: dict[str, list[str]], model: str, extra: list[str], work: str | None):
     def run_one(job: dict) -> dict:
         method = (["--method", "finetune"] if job["method"] == "vanilla" else
                   ["--method", "child_tuning", "--method.mode", "D", "--method.reserve_p", str(job["reserve_p"])])
-        argv = [*common_flags(model, job["lr"], job["epochs"]), *data[job["task"]], *method,
+        argv = [*common_flags(model, job["lr"], job["epochs"], job.get("precision", "bf16")), *data[job["task"]], *method,
                 "--seed", str(job["seed"]), *extra]
         with tempfile.TemporaryDirectory(dir=work, prefix="ct_sweep_") as tmp:
             m = plmkit_train(argv, Path(tmp) / "run")
@@ -81,6 +83,8 @@ def main() -> None:
     parser.add_argument("--reserve_ps", nargs="+", type=float, default=list(RESERVE_P), help="a part of the grid")
     parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="a part of the grid")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once, one torch thread each")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="autocast of the runs (recorded per run); auto: bf16 on a GPU or a CPU with native bf16")
     parser.add_argument("--n_train", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=Path("outputs/child_tuning_sweep"),
                         help="data subsets (csv) and the temporary run folders")
@@ -92,12 +96,13 @@ def main() -> None:
         model, tasks, seeds, reserve_ps, lrs, extra = "tiny-bert", ["trec"], seeds[:1], (0.3,), (2e-4,), [
             "--max_steps", "8"]
         args.n_train = 128
+    precision = auto_precision() if args.precision == "auto" else args.precision
     data = {task: write_data(task, args.work / "data" / f"{task}_{args.n_train}", args.n_train) for task in tasks}
     settings = {"model": model, "n_train": args.n_train, "train_subset": "builtin train split, shuffle(seed=0), first "
                 "n_train (as reproduce.py)", "eval": "full validation and test splits",
-                "flags": [*common_flags(model, "LR", "EPOCHS"), *extra], "threads_per_run": 1}
-    run_sweep(args.json, jobs(tasks, reserve_ps, lrs, EPOCHS, seeds), make_run_one(data, model, extra, str(args.work)),
-              key, args.parallel, settings=settings)
+                "flags": [*common_flags(model, "LR", "EPOCHS", precision), *extra], "threads_per_run": 1}
+    run_sweep(args.json, jobs(tasks, reserve_ps, lrs, EPOCHS, seeds, precision),
+              make_run_one(data, model, extra, str(args.work)), key, args.parallel, settings=settings)
 
 
 if __name__ == "__main__":

@@ -112,13 +112,15 @@ SWEEP_VARIANTS = {
 
 
 def _sweep_cells(runs: list[dict]) -> dict[tuple, dict[str, dict[int, float]]]:
-    """(variant, batch, steps, lr, mlm_weight) -> {"test"/"dev"/"cpu": {seed: value}}."""
+    """(variant, batch, steps, lr, mlm_weight, precision) -> {"test"/"dev"/"cpu": {seed: value}} (runs recorded before
+    the precision was: bf16)."""
     cells: dict[tuple, dict[str, dict[int, float]]] = {}
     for r in runs:
         for (method, prediction), (_, test, dev) in SWEEP_VARIANTS.items():
             if r["method"] == method:
-                cell = cells.setdefault(((method, prediction), r["batch"], r["steps"], r["lr"], r["mlm_weight"]),
-                                        {"test": {}, "dev": {}, "cpu": {}})
+                config = ((method, prediction), r["batch"], r["steps"], r["lr"], r["mlm_weight"],
+                          r.get("precision", "bf16"))
+                cell = cells.setdefault(config, {"test": {}, "dev": {}, "cpu": {}})
                 cell["test"][r["seed"]], cell["dev"][r["seed"]], cell["cpu"][r["seed"]] = r[test], r[dev], r["cpu_s"]
     return cells
 
@@ -133,9 +135,10 @@ def _lr(lr: float) -> str:
 
 
 def _config(c: tuple) -> str:
-    (method, _), batch, steps, lr, mlm = c
+    (method, _), batch, steps, lr, mlm, precision = c
     layout = f" ({min(6, batch // 2)} x {batch // min(6, batch // 2)})" if method == "cp_tuning" else ""
-    return f"batch {batch}{layout}, {steps} steps, lr {_lr(lr)}" + ("" if mlm is None else f", MLM {mlm:g}")
+    return (f"batch {batch}{layout}, {steps} steps, lr {_lr(lr)}" + ("" if mlm is None else f", MLM {mlm:g}")
+            + ("" if precision == "bf16" else f", {precision}"))
 
 
 def render_sweep(path: Path = SWEEP) -> str:
@@ -149,15 +152,19 @@ def render_sweep(path: Path = SWEEP) -> str:
     s = data["settings"]
     cells = _sweep_cells(data["runs"])
     order = {v: i for i, v in enumerate(SWEEP_VARIANTS)}
-    ordered = sorted(cells, key=lambda c: (c[1], c[2], c[3], order[c[0]], c[4] if c[4] is not None else -1))
+    ordered = sorted(cells, key=lambda c: (c[5], c[1], c[2], c[3], order[c[0]], c[4] if c[4] is not None else -1))
+    precisions = sorted({c[5] for c in cells})
 
     def baseline(c: tuple) -> tuple:
-        return ("finetune", None), c[1], c[2], c[3], None
+        return ("finetune", None), c[1], c[2], c[3], None, c[5]
 
     lines = [
         f"Setup: {s['model']} on trec (6 classes), K = {s['k']} per class (LM-BFF sampler), seeds "
         f"{sorted({r['seed'] for r in data['runs']})}, max_length "
-        f"{s['max_length']}, bf16, the {s['test_examples']}-question test split, model at the {s['selection']}, "
+        f"{s['max_length']}, "
+        + ("bf16" if precisions == ["bf16"] else "bf16 autocast unless a configuration says fp32 (runs pair within one "
+           "precision)")
+        + f", the {s['test_examples']}-question test split, model at the {s['selection']}, "
         f"one thread per run; UPT-Single starts from {s['upt_start']}. Test and dev (the K-shot dev set) accuracy "
         "in %, mean +- std over the seeds (n = seeds finished); CPU s: CPU seconds of one training process (start-up, "
         "training, evaluation), mean. CP-Tuning's batch is G classes x n examples each (its class-balanced sampler).",
@@ -183,8 +190,8 @@ def render_sweep(path: Path = SWEEP) -> str:
         lines.append("- CP-Tuning, class centroid - nearest anchor (the same trained models): " + "; ".join(
             f"{_config(n)}: {paired_verdict(cells[m]['test'], cells[n]['test'])}" for n, m in pairs) + ".")
 
-    def best(method: str, split: str) -> tuple | None:  # CP-Tuning: over both predictions
-        mine = [c for c in cells if c[0][0] == method]
+    def best(method: str, split: str, precision: str) -> tuple | None:  # CP-Tuning: over both predictions
+        mine = [c for c in cells if c[0][0] == method and c[5] == precision]
         return max(mine, key=lambda c: statistics.mean(cells[c][split].values())) if mine else None
 
     lines += ["", "Verdicts: A - B in test accuracy points, runs paired by seed (also the K-shot sampling seed): mean "
@@ -194,11 +201,12 @@ def render_sweep(path: Path = SWEEP) -> str:
         lines.append(f"- {name} vs fine-tuning at the same batch, steps and lr: " + ", ".join(
             f"{counts[k]} {k}" for k in ("supported", "within noise", "contradicted", "no verdict") if counts.get(k))
             + f" (of {sum(counts.values())} configurations).")
-    for split, how in (("test", "highest mean test accuracy (optimistic for both sides, more so for the side with "
-                                "more configurations)"), ("dev", "highest mean dev accuracy")):
-        ft = best("finetune", split)
+    selections = (("test", "highest mean test accuracy (optimistic for both sides, more so for the side with more "
+                           "configurations)"), ("dev", "highest mean dev accuracy"))
+    for precision, (split, how) in [(p, sel) for p in precisions for sel in selections]:
+        ft = best("finetune", split, precision)
         for method in ("cp_tuning", "upt"):
-            top = best(method, split)
+            top = best(method, split, precision)
             if top is None or ft is None or not set(cells[top]["test"]) & set(cells[ft]["test"]):
                 continue
             lines.append(f"- best {SWEEP_VARIANTS[top[0]][0]} ({_config(top)}: {_pct(cells[top]['test'])}) - best "

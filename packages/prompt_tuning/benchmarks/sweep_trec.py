@@ -6,8 +6,9 @@
     .venv/bin/python packages/prompt_tuning/benchmarks/cp_tuning_render_table.py   (README block from the json)
 
 Setting (as packages/prompt_tuning/benchmarks/cp_tuning_reproduce.py): minilm, LM-BFF K = 16 per class
-(`--few_shot_k 16 --few_shot_seed S`, training seed S too) with seeds 13, 21, 42, 87, 100, max_length 64, bf16, the
-builtin trec test split (538 questions), the model at the last step, one torch thread per run. Swept: the training
+(`--few_shot_k 16 --few_shot_seed S`, training seed S too) with seeds 13, 21, 42, 87, 100, max_length 64, bf16 autocast
+where it is fast and fp32 otherwise (`--precision`, recorded per run: runs pair within one precision), the builtin trec
+test split (538 questions), the model at the last step, one torch thread per run. Swept: the training
 batch size (CP-Tuning's class-balanced sampler fills a batch with G = min(6, batch // 2) classes, batch / G examples
 each: 8 -> 4 classes x 2, 24 -> 6 x 4, 48 -> 6 x 8), the number of steps, the learning rate and CP-Tuning's auxiliary
 MLM weight; every CP-Tuning run is evaluated both by nearest anchor and by class centroid (no retraining: the saved
@@ -34,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
-from sweep import SweepError, plmkit_train, run_sweep  # noqa: E402
+from sweep import SweepError, auto_precision, plmkit_train, precision_flags, run_sweep  # noqa: E402
 
 JSON = Path(__file__).parent / "results" / "cp_tuning_sweep_trec.json"
 SEEDS = (13, 21, 42, 87, 100)
@@ -50,7 +51,7 @@ STAGES = {  # batch sizes, step counts, learning rates, MLM weights
 
 
 def key(r: dict) -> tuple:
-    return r["method"], r["batch"], r["steps"], r["lr"], r["mlm_weight"], r["seed"]
+    return r["method"], r["batch"], r["steps"], r["lr"], r["mlm_weight"], r["seed"], r.get("precision", "bf16")
 
 
 def balanced_layout(batch: int, classes: int = NUM_CLASSES) -> str:
@@ -60,7 +61,7 @@ def balanced_layout(batch: int, classes: int = NUM_CLASSES) -> str:
     return f"{groups} x {batch // groups}"
 
 
-def jobs(batches, steps, lrs, mlms, methods, seeds) -> list[dict]:
+def jobs(batches, steps, lrs, mlms, methods, seeds, precision: str = "bf16") -> list[dict]:
     """Seed-major, so an interrupted sweep still covers every configuration with its first seeds."""
     out = []
     for seed in seeds:
@@ -70,7 +71,7 @@ def jobs(batches, steps, lrs, mlms, methods, seeds) -> list[dict]:
                     for method in methods:
                         for mlm in mlms if method == "cp_tuning" else (None,):
                             out.append({"method": method, "batch": b, "steps": s, "lr": lr, "mlm_weight": mlm,
-                                        "seed": seed})
+                                        "seed": seed, "precision": precision})
     return out
 
 
@@ -79,7 +80,8 @@ def flags(job: dict, model: str) -> list[str]:
     argv = ["--model_name_or_path", model, "--data", "trec", "--few_shot_k", "16", "--few_shot_seed", seed,
             "--seed", seed, "--max_length", "64", "--max_steps", str(job["steps"]), "--learning_rate", str(job["lr"]),
             "--per_device_train_batch_size", str(job["batch"]), "--per_device_eval_batch_size", "64",
-            "--max_eval_samples", "1000", "--bf16", "true", "--report_to", "none", "--save_strategy", "no",
+            "--max_eval_samples", "1000", *precision_flags(job.get("precision", "bf16")), "--report_to", "none",
+            "--save_strategy", "no",
             "--disable_tqdm", "true", "--logging_steps", "1000", "--method", job["method"]]
     if job["method"] == "cp_tuning":
         argv += ["--method.mlm_weight", str(job["mlm_weight"]), "--method.prediction", "nearest",
@@ -150,6 +152,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--parallel", type=int, default=1, help="runs at once, one torch thread each")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="autocast of the runs (recorded per run); auto: bf16 on a GPU or a CPU with native bf16")
     parser.add_argument("--work", help="folder for the temporary run folders (default: the system's temp folder)")
     parser.add_argument("--json", type=Path, default=JSON)
     parser.add_argument("--smoke", action="store_true", help="tiny-bert, 8 steps, 1 seed, 1 config per method")
@@ -170,10 +174,11 @@ def main() -> None:
     model, seeds = "minilm", args.seeds
     if args.smoke:
         model, seeds, batches, steps, lrs, mlms = "tiny-bert", seeds[:1], (8,), (8,), (2e-4,), (0.0,)
-    settings = {"model": model, "data": "trec", "k": 16, "max_length": 64, "bf16": True, "test_examples": 538,
+    precision = auto_precision() if args.precision == "auto" else args.precision
+    settings = {"model": model, "data": "trec", "k": 16, "max_length": 64, "test_examples": 538,
                 "threads_per_run": 1, "eval_batch": 64, "selection": "last step (no dev-set checkpoint selection)",
                 "upt_label_words": UPT_WORDS, "upt_start": f"{model} (no stage 1, fresh masked-LM head transform)"}
-    todo = jobs(batches, steps, lrs, mlms, args.methods, seeds)
+    todo = jobs(batches, steps, lrs, mlms, args.methods, seeds, precision)
     run_sweep(args.json, todo, make_run_one(model, args.work), key, args.parallel, settings=settings)
 
 
