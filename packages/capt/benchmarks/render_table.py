@@ -240,7 +240,8 @@ def render_vl(path: Path = VL) -> str:
     lines = [f"Setup: SemVLP (MiniLM trunk, random resnet18 at 64 px) trained on {s['data']} for "
              f"{s['steps']} steps of batch 32 with matching + {s['mlm_weight']} x MLM on the corrupted pairs, with "
              f"(`capt`) and without (`no_capt`, capt_weight 0) the CAPT term; seeds {s['seeds']}; retrieval with the "
-             f"single-stream matching head over the test split. Status: {status}.", "",
+             f"single-stream matching head among the first {s.get('eval_examples', 'all')} test pairs. Status: {status}.",
+             "",
              "| measure (%) | MLM + matching + CAPT | MLM + matching | CAPT - none |", "|---|---:|---:|---|"]
     for metric, label in VL_METRICS:
         a = {seed: r[metric] for seed, r in by_arm["capt"].items() if metric in r}
@@ -248,7 +249,7 @@ def render_vl(path: Path = VL) -> str:
         verdict = str(paired_verdict(a, b)) if set(a) & set(b) else "-"
         lines.append(f"| {label} | {_mean_cell(a)} | {_mean_cell(b)} | {verdict} |")
     cpu = [r["process_cpu_s"] for r in runs if "process_cpu_s" in r]
-    lines += ["", f"Verdicts: {VERDICT_RULE}. Chance R@1 is 1 / (test images)."
+    lines += ["", f"Verdicts: {VERDICT_RULE}. Chance R@1 is 1 / (distinct test images retrieved among)."
               + (f" CPU time per run: {min(cpu):.0f} to {max(cpu):.0f} s." if cpu else "")]
     return "\n".join(lines)
 
