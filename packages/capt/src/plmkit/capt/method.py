@@ -21,6 +21,11 @@ DDP, z is tied (with weight zero) into the hidden states the MLM head reads, so 
 projection head used, and the views of every process are gathered (with gradient) before the loss, which is then the
 loss of the global batch.
 
+On an image-text task (``--task image_text``, plmkit-vlp's; not imported here) the method makes x~ itself: BERT's
+masking of each caption's own tokens and the features of a share of the image tokens zeroed (the model's
+``visual_mask``), per example from a generator seeded with (seed, example id, step); the task's matching loss runs on
+x~, the model's MLM loss on the masked captions is added (``mlm_weight``), and the hook re-encodes the clean pair.
+
 Alignment and uniformity of z (Wang & Isola 2020) are measured on a few training batches, in eval mode, before each
 evaluation (``geometry_batches``), and as running means over the training batches; both go to ``report()``.
 """
