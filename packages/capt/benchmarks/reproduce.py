@@ -15,12 +15,13 @@ Stages (one json, tools/bench/sweep.py; rerun to resume, keep --work: the later 
    this stage leaves as it is.
 1. `pretrain`: MiniLM with that head (`minilm`) continues pre-training on `--data builtin-text` (every builtin dataset's
    training texts; their test texts are not in it) with task masked_lm, 15% BERT masking, max_length 64, batch 32,
-   `--steps` steps (default 1,000, about one epoch), lr 5e-5, 6% warm-up, weight decay 0.01, seed 42, bf16 autocast
-   where it is fast, else fp32 (`--precision`, recorded in the json): `mlm` (method finetune: the MLM loss only) and
-   `capt` (method capt, every option at its default), the same steps, data order and learning rates; and `mlm_time`,
-   MLM only for as many more steps as a CAPT step costs (the CPU-time ratio of results/capt_perf.json, 1.89: 1,888
-   steps), the comparison at equal compute. CPU time stands in for the wall-clock time of the plan: on this shared
-   machine wall time swings several-fold with the load. The capt run is exported (projection head dropped).
+   `--steps` steps (default 1,000: 1.4 epochs of 707 batches), lr 5e-5, 6% warm-up, weight decay 0.01, seed 42,
+   bf16 autocast where it is fast, else fp32 (`--precision`, recorded in the json): `mlm` (method finetune: the MLM
+   loss only) and `capt` (method capt, every option at its default), the same steps, data order and learning rates;
+   and `mlm_time`, MLM only for as many more steps as a CAPT step costs (the CPU-time ratio of results/capt_perf.json,
+   1.89: 1,888 steps), the comparison at equal compute. CPU time stands in for the wall-clock time of the plan: on
+   this shared machine wall time swings several-fold with the load. The capt run is exported (projection head
+   dropped).
 2. `probe`: cos(h(x), h(x~)) per noise type (masking, shuffling, substitution, 15% of the tokens, see
    plmkit.capt.analysis) and the reference cos(h(x), h(y)) of two different sentences (`unrelated`), on the first 512
    sentences of the corpus's test split (texts neither model trained on), h the [CLS] state and the mean of the last
