@@ -248,6 +248,10 @@ def render_vl(path: Path = VL) -> str:
         b = {seed: r[metric] for seed, r in by_arm["no_capt"].items() if metric in r}
         verdict = str(paired_verdict(a, b)) if set(a) & set(b) else "-"
         lines.append(f"| {label} | {_mean_cell(a)} | {_mean_cell(b)} | {verdict} |")
+    last_itm = {arm: {seed: r["curve"][-1]["loss/task"] for seed, r in rows.items() if r.get("curve")}
+                for arm, rows in by_arm.items()}
+    itm = [", ".join(f"{v:.3f}" for v in last_itm[arm].values()) or "-" for arm in ("capt", "no_capt")]
+    lines.append(f"| last logged matching loss (chance: ln 2 = 0.693) | {itm[0]} | {itm[1]} | |")
     cpu = [r["process_cpu_s"] for r in runs if "process_cpu_s" in r]
     lines += ["", f"Verdicts: {VERDICT_RULE}. Chance R@1 is 1 / (distinct test images retrieved among)."
               + (f" CPU time per run: {min(cpu):.0f} to {max(cpu):.0f} s." if cpu else "")]
