@@ -30,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepError", "auto_precision", "logged_losses", "plmkit_train", "precision_flags", "run_sweep"]
+__all__ = ["SweepError", "add_precision_option", "logged_losses", "plmkit_train", "precision_flags", "resolve_precision",
+           "run_sweep"]
 
 
 class SweepError(RuntimeError):
@@ -98,12 +99,22 @@ def precision_flags(precision: str) -> list[str]:
     return ["--bf16", "true"] if precision == "bf16" else []
 
 
-def auto_precision() -> str:
-    """bf16 where its autocast is fast (a GPU, or a CPU with native bf16), else fp32: on an AVX2-only CPU emulated
-    bf16 is several times slower than fp32. Record it with the results: runs of different precisions do not pair."""
-    from plmkit.core.testing import bf16_flags
+def add_precision_option(parser: Any) -> None:
+    """`--precision {auto,bf16,fp32}` on a benchmark's argparse parser (read it with `resolve_precision`)."""
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="autocast of the runs (recorded with them); auto: bf16 on a GPU or a CPU with native "
+                             "bf16, else fp32")
 
-    return "bf16" if bf16_flags() else "fp32"
+
+def resolve_precision(choice: str = "auto") -> str:
+    """`choice`, with "auto" made bf16 where its autocast is fast (a GPU, or a CPU with native bf16) and fp32
+    elsewhere: on an AVX2-only CPU emulated bf16 is several times slower than fp32. Record it with the results: runs
+    of different precisions do not pair."""
+    if choice != "auto":
+        return choice
+    from plmkit.core.training import fast_bf16
+
+    return "bf16" if fast_bf16() else "fp32"
 
 
 def plmkit_train(argv: list[str], out: Path, threads: int = 1) -> dict[str, Any]:

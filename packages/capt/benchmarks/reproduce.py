@@ -46,7 +46,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
-from sweep import SweepError, auto_precision, logged_losses, plmkit_train, precision_flags, run_sweep  # noqa: E402
+from sweep import (  # noqa: E402
+    SweepError,
+    add_precision_option,
+    logged_losses,
+    plmkit_train,
+    precision_flags,
+    resolve_precision,
+    run_sweep,
+)
 
 JSON = Path(__file__).parent / "results" / "capt_reproduction.json"
 SEEDS = (13, 21, 42, 87, 100)
@@ -210,8 +218,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--stages", nargs="+", default=["head", "pretrain", "probe", "finetune"],
                         choices=("head", "pretrain", "probe", "finetune"))
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="autocast of every run; auto: bf16 on a GPU or a CPU with native bf16, else fp32")
+    add_precision_option(parser)
     parser.add_argument("--parallel", type=int, default=2, help="training subprocesses at a time")
     parser.add_argument("--work", type=Path, default=Path("outputs/capt_reproduction"))
     parser.add_argument("--json", type=Path, default=JSON)
@@ -228,7 +235,7 @@ def main() -> None:
         if args.json == JSON:
             args.json = args.work / "capt_reproduction_smoke.json"
     args.work.mkdir(parents=True, exist_ok=True)
-    precision = auto_precision() if args.precision == "auto" else args.precision
+    precision = resolve_precision(args.precision)
     old = json.loads(args.json.read_text()) if args.json.exists() else {"runs": []}
     recorded = old.get("settings", {}).get("precision", "bf16")
     if old["runs"] and recorded != precision:

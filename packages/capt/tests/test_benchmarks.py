@@ -81,7 +81,7 @@ def test_precision_flags_follow_the_choice():
         assert (flags[flags.index("--bf16"):flags.index("--bf16") + 2] if "--bf16" in flags else []) == want
         job = {"task": "trec", "seed": 13, "regime": "k16"}
         assert ("--bf16" in repro.finetune_flags(job, "m", 50, precision=precision)) == bool(want)
-    assert repro.auto_precision() in ("bf16", "fp32")
+    assert repro.resolve_precision() in ("bf16", "fp32") and repro.resolve_precision("fp32") == "fp32"
 
 
 def test_the_vision_language_arms_differ_only_in_the_capt_weight():

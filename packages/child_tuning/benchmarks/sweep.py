@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 from reproduce import COMMON, write_data  # noqa: E402
-from sweep import auto_precision, plmkit_train, precision_flags, run_sweep  # noqa: E402
+from sweep import (  # noqa: E402
+    add_precision_option,
+    plmkit_train,
+    precision_flags,
+    resolve_precision,
+    run_sweep,
+)
 
 JSON = Path(__file__).parent / "results" / "child_tuning_sweep.json"
 TASKS = ("rt-polarity", "trec")
@@ -83,8 +89,7 @@ def main() -> None:
     parser.add_argument("--reserve_ps", nargs="+", type=float, default=list(RESERVE_P), help="a part of the grid")
     parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="a part of the grid")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once, one torch thread each")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="autocast of the runs (recorded per run); auto: bf16 on a GPU or a CPU with native bf16")
+    add_precision_option(parser)
     parser.add_argument("--n_train", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=Path("outputs/child_tuning_sweep"),
                         help="data subsets (csv) and the temporary run folders")
@@ -96,7 +101,7 @@ def main() -> None:
         model, tasks, seeds, reserve_ps, lrs, extra = "tiny-bert", ["trec"], seeds[:1], (0.3,), (2e-4,), [
             "--max_steps", "8"]
         args.n_train = 128
-    precision = auto_precision() if args.precision == "auto" else args.precision
+    precision = resolve_precision(args.precision)
     data = {task: write_data(task, args.work / "data" / f"{task}_{args.n_train}", args.n_train) for task in tasks}
     settings = {"model": model, "n_train": args.n_train, "train_subset": "builtin train split, shuffle(seed=0), first "
                 "n_train (as reproduce.py)", "eval": "full validation and test splits",

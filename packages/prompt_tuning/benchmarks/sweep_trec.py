@@ -35,7 +35,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
-from sweep import SweepError, auto_precision, plmkit_train, precision_flags, run_sweep  # noqa: E402
+from sweep import (  # noqa: E402
+    SweepError,
+    add_precision_option,
+    plmkit_train,
+    precision_flags,
+    resolve_precision,
+    run_sweep,
+)
 
 JSON = Path(__file__).parent / "results" / "cp_tuning_sweep_trec.json"
 SEEDS = (13, 21, 42, 87, 100)
@@ -152,8 +159,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--parallel", type=int, default=1, help="runs at once, one torch thread each")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="autocast of the runs (recorded per run); auto: bf16 on a GPU or a CPU with native bf16")
+    add_precision_option(parser)
     parser.add_argument("--work", help="folder for the temporary run folders (default: the system's temp folder)")
     parser.add_argument("--json", type=Path, default=JSON)
     parser.add_argument("--smoke", action="store_true", help="tiny-bert, 8 steps, 1 seed, 1 config per method")
@@ -174,7 +180,7 @@ def main() -> None:
     model, seeds = "minilm", args.seeds
     if args.smoke:
         model, seeds, batches, steps, lrs, mlms = "tiny-bert", seeds[:1], (8,), (8,), (2e-4,), (0.0,)
-    precision = auto_precision() if args.precision == "auto" else args.precision
+    precision = resolve_precision(args.precision)
     settings = {"model": model, "data": "trec", "k": 16, "max_length": 64, "test_examples": 538,
                 "threads_per_run": 1, "eval_batch": 64, "selection": "last step (no dev-set checkpoint selection)",
                 "upt_label_words": UPT_WORDS, "upt_start": f"{model} (no stage 1, fresh masked-LM head transform)"}

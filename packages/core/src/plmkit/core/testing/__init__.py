@@ -25,9 +25,9 @@ _FILLER = "the a movie film story is was it this that and of".split()
 def bf16_flags() -> list[str]:
     """`["--bf16", "true"]` where bf16 autocast is fast (a GPU, or a CPU with native bf16), else none: the real-model
     tests then train in fp32, which on an AVX2-only CPU is several times faster than emulated bf16."""
-    from plmkit.core.training import native_bf16  # here: plmkit.core.training imports this package
+    from plmkit.core.training import fast_bf16  # here: plmkit.core.training imports this package
 
-    return ["--bf16", "true"] if torch.cuda.is_available() or native_bf16() else []
+    return ["--bf16", "true"] if fast_bf16() else []
 
 
 def free_port() -> int:
