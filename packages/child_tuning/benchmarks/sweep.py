@@ -11,7 +11,8 @@ fast and fp32 otherwise (`--precision`, recorded per run: runs pair within one p
 Child-Tuning_D with reserve_p {0.1, 0.3, 0.6} x learning rate {5e-5, 2e-4} x epochs {3}, and vanilla fine-tuning at
 each (learning rate, epochs), seeds 1, 2, 3: 2 tasks x 8 configurations x 3 seeds = 48 runs. Every run of a task
 trains on the same subset, so runs pair by seed. `--smoke`: tiny-bert, 128 examples, 8 steps, one seed, trec,
-one D configuration and its vanilla run (the test of this script). `--reserve_ps` / `--lrs` run a part of the grid.
+one D configuration and its vanilla run (the test of this script). `--reserve_ps` / `--lrs` run a part of the grid;
+`--epochs` runs other epoch counts (each with its vanilla runs).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--reserve_ps", nargs="+", type=float, default=list(RESERVE_P), help="a part of the grid")
     parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="a part of the grid")
+    parser.add_argument("--epochs", nargs="+", type=int, default=list(EPOCHS), help="epochs (the grid: 3)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at once, one torch thread each")
     add_precision_option(parser)
     parser.add_argument("--n_train", type=int, default=1000)
@@ -105,8 +107,9 @@ def main() -> None:
     data = {task: write_data(task, args.work / "data" / f"{task}_{args.n_train}", args.n_train) for task in tasks}
     settings = {"model": model, "n_train": args.n_train, "train_subset": "builtin train split, shuffle(seed=0), first "
                 "n_train (as reproduce.py)", "eval": "full validation and test splits",
-                "flags": [*common_flags(model, "LR", "EPOCHS", precision), *extra], "threads_per_run": 1}
-    run_sweep(args.json, jobs(tasks, reserve_ps, lrs, EPOCHS, seeds, precision),
+                "flags": [*common_flags(model, "LR", "EPOCHS", "fp32"), *extra],
+                "precision": "per run (its 'precision' field; bf16 runs add --bf16 true)", "threads_per_run": 1}
+    run_sweep(args.json, jobs(tasks, reserve_ps, lrs, args.epochs, seeds, precision),
               make_run_one(data, model, extra, str(args.work)), key, args.parallel, settings=settings)
 
 

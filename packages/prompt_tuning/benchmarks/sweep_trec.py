@@ -119,6 +119,9 @@ def evaluate_centroid(run_dir: str) -> dict[str, float]:
 
 
 def make_run_one(model: str, work: str | None):
+    if work:
+        Path(work).mkdir(parents=True, exist_ok=True)
+
     def run_one(job: dict) -> dict:
         with tempfile.TemporaryDirectory(dir=work, prefix="cp_sweep_") as tmp:
             out = Path(tmp) / "run"
