@@ -131,6 +131,30 @@ def ds_gaps(cells: dict, task: str) -> list[str]:
             + f" (target: within 1.5 points at <= 50%: **{verdict}**)."]
 
 
+def ds_cost_lines() -> list[str]:
+    """The DS training step against a fine-tuning step, gated vs sliced sub-networks (ds_cost.py)."""
+    path = RESULTS / "structured_pruning_ds_cost.json"
+    if not path.exists():
+        return ["Not measured yet: run `benchmarks/ds_cost.py`."]
+    d = json.loads(path.read_text())
+    t = d["step_cpu_s"]
+    return [
+        f"{d['model']}, a batch of {d['batch']} x {d['seq_len']} tokens, {d['precision']}, {d['threads']} thread, "
+        f"forward + DS's extra sub-networks + backward; {d['machine']}, {d['repeats']} repeats of 8 steps with the "
+        "same sampled sparsities for both DS variants.",
+        "",
+        "| step | CPU s per step | vs a fine-tuning step |",
+        "|---|---|---|",
+        f"| fine-tuning | {t['finetune']:.3f} | 1.00x |",
+        f"| DS, sub-networks gated at full width (`--method.slice_subnetworks false`) | {t['ds_gated']:.3f} | "
+        f"{d['ds_gated_vs_finetune']:.2f}x |",
+        f"| DS, sub-networks sliced to their kept units (default) | {t['ds_sliced']:.3f} | "
+        f"{d['ds_sliced_vs_finetune']:.2f}x |",
+        "",
+        f"Sliced / gated DS step: **{d['sliced_vs_gated']:.2f}x**.",
+    ]
+
+
 def efficiency_table() -> tuple[list[str], dict | None]:
     path = RESULTS / "structured_pruning_efficiency.json"
     if not path.exists():
@@ -191,7 +215,8 @@ def plots(cells: dict, efficiency: dict | None) -> None:
 def main() -> None:
     repro, cells = reproduction_tables()
     eff, efficiency = efficiency_table()
-    block = ["### Efficiency", "", *eff, "", "### Accuracy vs sparsity", "", *repro]
+    block = ["### Efficiency", "", *eff, "", "### Dynamic Sparsification step cost", "", *ds_cost_lines(), "",
+             "### Accuracy vs sparsity", "", *repro]
     render_cli(README, BEGIN, END, lambda: "\n".join(block), lambda: plots(cells, efficiency))
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from plmkit.core.sparsity import compact_model
+from plmkit.core.sparsity import compact_model, mask_linears
 from plmkit.core.testing import tiny_model
 from plmkit.core.training import MethodError
 from plmkit.structured_pruning import (
@@ -81,6 +81,44 @@ def test_loss_terms_sum_the_other_sampled_sparsities(inputs_for):
     assert method.loss_terms(model, inputs, outputs, None) == {}  # dense fine-tuning until the ordering exists
 
 
+@pytest.mark.parametrize("distill", [True, False])
+def test_sliced_subnetworks_give_the_gated_losses_and_gradients(inputs_for, distill):
+    """slice_subnetworks (default) runs the sampled sub-networks on their kept units' weights only: same loss
+    terms and gradients as the gated full-width forwards."""
+    results = []
+    for slice_subnetworks in (True, False):
+        model, _ = tiny_model("bert")
+        method = DynamicSparsificationMethod(num_sampled=3, distill=distill, slice_subnetworks=slice_subnetworks)
+        method.prepare_model(model)
+        assert method.slice is slice_subnetworks
+        method.start(0)
+        method.set_ordering(torch.rand(2, 4, generator=torch.Generator().manual_seed(1)),
+                            torch.rand(2, 64, generator=torch.Generator().manual_seed(2)))
+        inputs = {**inputs_for(model), "labels": torch.tensor([0, 1, 0])}
+        outputs = model.train()(**inputs)
+        term = method.loss_terms(model, inputs, outputs, None)["distill" if distill else "subnetworks"]
+        (outputs.loss + term).backward()
+        results.append((term.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (sliced, sliced_grads), (gated, gated_grads) = results
+    torch.testing.assert_close(sliced, gated, atol=1e-5, rtol=0)
+    assert sliced_grads.keys() == gated_grads.keys()
+    for name, grad in gated_grads.items():
+        torch.testing.assert_close(sliced_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_models_that_cannot_be_sliced_fall_back_to_gates(inputs_for, caplog):
+    model, _ = tiny_model("bert")
+    mask_linears(model)  # MaskedLinear projections: not sliced
+    method = DynamicSparsificationMethod(num_sampled=3)
+    with caplog.at_level("WARNING"):
+        method.prepare_model(model)
+    assert not method.slice and "cannot be sliced (MaskedLinear" in caplog.text
+    method.start(0)
+    method.set_ordering(torch.rand(2, 4), torch.rand(2, 64))
+    inputs = {**inputs_for(model), "labels": torch.tensor([0, 1, 0])}
+    assert method.loss_terms(model, inputs, model.train()(**inputs), None)["distill"].requires_grad
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -95,3 +133,25 @@ def test_loss_terms_sum_the_other_sampled_sparsities(inputs_for):
 def test_bad_options_raise_clear_errors(options, message):
     with pytest.raises(MethodError, match=message):
         DynamicSparsificationConfig(**options)
+
+
+def test_gradient_checkpointing_is_refused(train_tiny, tmp_path):
+    with pytest.raises(MethodError, match="drop --gradient_checkpointing"):
+        train_tiny(DynamicSparsificationMethod(), "bert", tmp_path=tmp_path, gradient_checkpointing=True)
+
+
+def test_ds_cost_benchmark_runs_on_a_tiny_model(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ds_cost.py"
+    out = tmp_path / "ds_cost.json"
+    subprocess.run([sys.executable, str(script), "--model", "tiny-bert", "--repeats", "1", "--json", str(out)],
+                   check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert set(result["step_cpu_s"]) == {"finetune", "ds_gated", "ds_sliced"}
+    assert all(v > 0 for v in result["step_cpu_s"].values())
+    assert result["sliced_vs_gated"] == result["step_cpu_s"]["ds_sliced"] / result["step_cpu_s"]["ds_gated"]
+    assert len(result["middle_sparsities_drawn"]) == 8

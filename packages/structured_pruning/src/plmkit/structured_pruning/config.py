@@ -135,6 +135,13 @@ class DynamicSparsificationConfig(MethodConfig):
         default=True, metadata={"help": "sub-networks learn from the smallest-sparsity network's logits (KD)"}
     )
     temperature: float = field(default=1.0, metadata={"help": "distillation temperature"})
+    slice_subnetworks: bool = field(
+        default=True,
+        metadata={"help": "the sampled sub-networks other than the smallest compute with only their kept units' "
+                          "weights (a sparser one costs less; same numbers as the gated full-width forward up to "
+                          "float summation order); false: gated full-width forwards. Models whose blocks cannot be "
+                          "sliced (gated FFN, grouped key/value heads) use the gates, with a warning"},
+    )
 
     def validate(self) -> None:
         for name in ("sparsity", "max_sparsity", "min_sparsity", "ordering_warmup"):

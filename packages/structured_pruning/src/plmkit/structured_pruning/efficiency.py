@@ -50,11 +50,12 @@ def flops_per_sequence(model: nn.Module, seq_len: int) -> int:
 
 
 def interleaved_latency(
-    variants: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+    variants: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, inference: bool = True
 ) -> dict[str, dict[str, float]]:
     """Median wall and process-CPU seconds of each zero-argument callable, run round-robin ``repeats`` times
-    (interleaving spreads a shared machine's load changes over every variant alike)."""
-    with torch.inference_mode():
+    (interleaving spreads a shared machine's load changes over every variant alike); under inference mode unless
+    ``inference`` is False (training steps)."""
+    with torch.inference_mode(inference):
         for fn in variants.values():
             for _ in range(warmup):
                 fn()

@@ -10,6 +10,8 @@ At the end of training every schedule is completed, so short runs still end prun
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -18,7 +20,7 @@ from torch import nn
 
 from plmkit.core.errors import DataError
 from plmkit.core.losses import distillation_loss
-from plmkit.core.sparsity import UnitGates, cubic_sparsity
+from plmkit.core.sparsity import UnitGates, can_slice, cubic_sparsity, transformer_blocks
 from plmkit.core.testing.contract import ContractCase
 from plmkit.core.training import Method, MethodContext, MethodError
 from plmkit.structured_pruning.config import DynamicSparsificationConfig, StructuredPruningConfig
@@ -27,6 +29,8 @@ from plmkit.structured_pruning.ranking import LANGUAGE, importance_batches, mode
 from plmkit.structured_pruning.schedule import first_order_events
 
 __all__ = ["DynamicSparsificationMethod", "StructuredPruningMethod"]
+
+logger = logging.getLogger(__name__)
 
 
 def _attach(model: nn.Module, **options: Any) -> UnitGates:
@@ -193,6 +197,12 @@ class DynamicSparsificationMethod(Method):
     def prepare_model(self, model: nn.Module, ctx: MethodContext | None = None) -> nn.Module:
         c = self.config
         self.unit_gates = _attach(model, ordering=True, scope=c.ranking, min_heads=c.min_heads_per_layer)
+        self.slice = c.slice_subnetworks
+        reason = can_slice(transformer_blocks(model)) if self.slice else None
+        if reason is not None:
+            logger.warning("dynamic_sparsification: %s cannot be sliced (%s); its sub-networks run at full width "
+                           "with gates", type(model).__name__, reason)
+            self.slice = False
         return model
 
     def start(self, seed: int) -> None:
@@ -214,7 +224,8 @@ class DynamicSparsificationMethod(Method):
     # -- every step ---------------------------------------------------------------------------------------------
     def loss_terms(self, model: nn.Module, batch: dict[str, Any], outputs: Any,
                    ctx: MethodContext | None = None) -> dict[str, torch.Tensor]:
-        """The losses of the other sampled sub-networks; the Trainer's forward was the smallest sparsity's.
+        """The losses of the other sampled sub-networks; the Trainer's forward was the smallest sparsity's. With
+        ``slice_subnetworks`` each runs on its kept units' weights only (``UnitGates.sliced``).
 
         With ``distill`` (term ``distill``), each sub-network matches the smallest-sparsity network's logits of
         this same step (in-place distillation); otherwise (term ``subnetworks``) it uses the task loss.
@@ -228,7 +239,8 @@ class DynamicSparsificationMethod(Method):
         try:
             for sparsity in others:
                 self.set_sparsity(sparsity)
-                out = model(**inputs)
+                with self.unit_gates.sliced(model) if self.slice else nullcontext():
+                    out = model(**inputs)
                 total = total + (distillation_loss(out.logits, outputs.logits, c.temperature) if c.distill
                                  else out.loss)
         finally:
@@ -237,6 +249,10 @@ class DynamicSparsificationMethod(Method):
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def on_train_begin(self, ctx: MethodContext) -> None:
+        if getattr(ctx.args, "gradient_checkpointing", False):
+            raise MethodError("dynamic_sparsification runs several sub-networks per step, and gradient checkpointing "
+                              "would recompute each one's activations with the last one's masks (wrong gradients): "
+                              "drop --gradient_checkpointing")
         if not self.restored:
             self.start(ctx.args.seed)
         self._maybe_order(ctx, ctx.global_step)

@@ -8,6 +8,8 @@
   and physical removal of gated-off units.
 - ``units``: ``UnitGates``, head/neuron keep-masks (with optional learned scores, L0 gates or a fixed ordering)
   held inside the model, synced into the gates before every forward, with first-order importance and compaction.
+- ``slicing``: ``sliced_units``, forwards with only the kept units' rows and columns (the compacted model's cost,
+  no copy).
 - ``export``: fold masks into plain dense weights; ``report``: sparsity, parameter and FLOP counts.
 """
 
@@ -43,6 +45,7 @@ from plmkit.core.sparsity.schedule import (
     cubic_sparsity_steps,
     masked_sparsity,
 )
+from plmkit.core.sparsity.slicing import can_slice, sliced_units
 from plmkit.core.sparsity.units import UnitGates, hard_concrete, keep_masks, l0_open_probability
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "TopKBinarizer",
     "UnitGates",
     "add_structural_gates",
+    "can_slice",
     "compact_model",
     "cubic_sparsity",
     "cubic_sparsity_steps",
@@ -76,6 +80,7 @@ __all__ = [
     "num_pruned",
     "set_sparsity",
     "set_threshold",
+    "sliced_units",
     "sparsity_report",
     "structural_keep",
     "threshold_mask",

@@ -64,24 +64,37 @@ def _slice_linear(module: Any, out_idx: torch.Tensor | None, in_idx: torch.Tenso
         module.out_features, module.in_features = weight.shape
 
 
-@torch.no_grad()
-def _compact_block(block: BlockParts, head_keep: torch.Tensor, neuron_keep: torch.Tensor) -> None:
+def index_plan(
+    block: BlockParts, head_keep: torch.Tensor, neuron_keep: torch.Tensor
+) -> tuple[list[tuple[Any, torch.Tensor | None, torch.Tensor | None]], int, bool, bool]:
+    """What compacting ``block`` to the kept units means: for each linear (module, kept output indices, kept input
+    indices; None = all), the kept head count, and whether the block lost every head / every neuron.
+
+    Width 0 cannot be expressed (attention and Conv1D reshapes with -1 fail on empty tensors). A block losing every
+    head (or neuron) keeps unit 0, and the caller zeroes that unit's columns in the output projection: the
+    projection then adds exactly its bias, as in the gated model."""
     heads, neurons = head_keep.bool().clone(), neuron_keep.bool().clone()
-    # Width 0 cannot be expressed (attention and Conv1D reshapes with -1 fail on empty tensors). A layer
-    # losing every head (or neuron) keeps unit 0 with its columns in the output projection zeroed: the
-    # projection then adds exactly its bias, as in the gated model.
     no_heads, no_neurons = not heads.any(), not neurons.any()
     heads[0] |= no_heads
     neurons[0] |= no_neurons
+    plan = []
     for module, out_keep, in_keep in structural_keep(block, heads, neurons):
         out_idx = None if out_keep is None else out_keep.nonzero().flatten().to(module.weight.device)
         in_idx = None if in_keep is None else in_keep.nonzero().flatten().to(module.weight.device)
+        plan.append((module, out_idx, in_idx))
+    return plan, int(heads.sum()), no_heads, no_neurons
+
+
+@torch.no_grad()
+def _compact_block(block: BlockParts, head_keep: torch.Tensor, neuron_keep: torch.Tensor) -> None:
+    plan, num_heads, no_heads, no_neurons = index_plan(block, head_keep, neuron_keep)
+    for module, out_idx, in_idx in plan:
         _slice_linear(module, out_idx, in_idx)
     if no_heads:
         block.attn_out.weight.zero_()
     if no_neurons:
         block.ffn_out.weight.zero_()
-    block.set_num_heads(int(heads.sum()))
+    block.set_num_heads(num_heads)
 
 
 def _validate(blocks: list[BlockParts], head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> None:

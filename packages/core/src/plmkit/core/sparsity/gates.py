@@ -190,6 +190,7 @@ class StructuralGates(nn.Module):
             )
         self.head_gates = nn.Parameter(torch.ones(len(blocks), heads.pop(), device=device))
         self.neuron_gates = nn.Parameter(torch.ones(len(blocks), neurons.pop(), device=device))
+        self.active = True  # False: the hooks pass their inputs through (a sliced forward, slicing.py)
         self._handles: list[RemovableHandle] = []
         for layer, block in enumerate(blocks):
             self._handles.append(block.attn_out.register_forward_pre_hook(partial(self._gate_heads, layer)))
@@ -197,7 +198,9 @@ class StructuralGates(nn.Module):
 
     def _gate_heads(
         self, layer: int, module: nn.Module, args: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor, ...] | None:
+        if not self.active:
+            return None
         # The context is [..., heads * head_dim] with each head's dims contiguous (in every supported architecture).
         x, *rest = args
         gate = self.head_gates[layer].to(x.device, x.dtype).unsqueeze(-1)
@@ -205,7 +208,9 @@ class StructuralGates(nn.Module):
 
     def _gate_neurons(
         self, layer: int, module: nn.Module, args: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor, ...] | None:
+        if not self.active:
+            return None
         x, *rest = args
         return (x * self.neuron_gates[layer].to(x.device, x.dtype), *rest)
 

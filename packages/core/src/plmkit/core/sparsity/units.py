@@ -18,13 +18,15 @@ A forward pre-hook on the model computes the gate values before every forward (t
 scores' masks or hard-concrete samples) and hands them to the core's head/neuron hooks (``gates.StructuralGates``,
 which scale each head's context and each FFN activation before the output projections). With G > 1 each example
 uses the row that ``use_rows`` named for the next forward. ``importance`` measures first-order importance with
-respect to the gate values (Michel et al. 2019), ``compact`` removes the gates and the gated-off units.
+respect to the gate values (Michel et al. 2019), ``compact`` removes the gates and the gated-off units, and
+``sliced`` runs forwards at the cost of the compacted model without changing it (``slicing.py``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -35,6 +37,7 @@ from plmkit.core.errors import MethodError
 from plmkit.core.sparsity.compaction import compact_model
 from plmkit.core.sparsity.gates import BlockParts, StructuralGates, transformer_blocks
 from plmkit.core.sparsity.importance import units_to_keep
+from plmkit.core.sparsity.slicing import sliced_units
 
 __all__ = ["UnitGates", "hard_concrete", "keep_masks", "l0_open_probability"]
 
@@ -172,6 +175,19 @@ class UnitGates(nn.Module):
         heads, neurons = heads.detach().cpu(), neurons.detach().cpu()
         self.detach(model)
         return compact_model(model, heads, neurons)  # type: ignore[arg-type]
+
+    @contextmanager
+    def sliced(self, model: nn.Module) -> Iterator[None]:
+        """Forwards within the context compute with only the units the (fixed, single-row) masks keep, gathered from
+        the full weights: what the gated forward computes, at the compacted model's cost (see ``slicing.py``)."""
+        if self.num_masks != 1 or self.learning:
+            raise MethodError("sliced forwards need one fixed mask row (no per-group masks, no learned scores)")
+        self.gates.active = False
+        try:
+            with sliced_units(model, self.head_mask[0], self.neuron_mask[0]):
+                yield
+        finally:
+            self.gates.active = True
 
     @property
     def num_masks(self) -> int:
