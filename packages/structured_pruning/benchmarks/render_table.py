@@ -140,8 +140,8 @@ def ds_cost_lines() -> list[str]:
     t = d["step_cpu_s"]
     return [
         f"{d['model']}, a batch of {d['batch']} x {d['seq_len']} tokens, {d['precision']}, {d['threads']} thread, "
-        f"forward + DS's extra sub-networks + backward; {d['machine']}, {d['repeats']} repeats of 8 steps with the "
-        "same sampled sparsities for both DS variants.",
+        f"forward + DS's extra sub-networks + backward; {d['machine']}, {d['repeats']} repeats of "
+        f"{len(d['middle_sparsities_drawn'])} steps with the same sampled sparsities for both DS variants.",
         "",
         "| step | CPU s per step | vs a fine-tuning step |",
         "|---|---|---|",

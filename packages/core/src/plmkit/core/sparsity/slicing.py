@@ -33,6 +33,8 @@ def can_slice(blocks: list[BlockParts]) -> str | None:
         return "no transformer blocks found"
     for block in blocks:
         for module in (*block.qkv, block.attn_out, block.ffn_in, block.ffn_out):
+            # exact types, not layers.is_linear's isinstance: a subclass (quantised, adapter) has its own forward,
+            # which a sliced forward would replace
             if type(module) not in (nn.Linear, Conv1D):
                 return f"{type(module).__name__} projections (only nn.Linear and Conv1D are sliced)"
         if block.ffn_gate is not None:
