@@ -53,7 +53,7 @@ def semvlp_run(arm: str, encoder: str, size: int, seed: int, args: argparse.Name
                work: Path) -> dict[str, Any]:
     folder = work / f"init-{encoder}-{seed}"
     if not folder.exists():
-        model, processor = build_model(args.text, encoder, size, seed, **args.model_options)
+        model, processor = build_model(args.text, encoder, size, seed, args.image_encoder_from, **args.model_options)
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
     out = work / f"{arm}-{encoder}-{seed}"
@@ -94,6 +94,9 @@ def main() -> None:
     parser.add_argument("--output", default=str(OUT))
     parser.add_argument("--figure", action="store_true", help=f"write {FIGURE.name} from the last alternating run")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes data, tiny-bert, timm test models")
+    parser.add_argument("--image_encoder_from", default=None, metavar="FILE",
+                        help="start every SemVLP arm's timm encoder from these weights (a trained dual-encoder tower, "
+                             "train_dual_encoder(save_to=...)) instead of random; one encoder only")
     parser.add_argument("--method_option", nargs="*", default=[], metavar="KEY=VALUE",
                         help="semvlp options for the SemVLP arms, e.g. mlm_weight=0.05 (STATUS.md: term weights)")
     args = parser.parse_args()
@@ -121,12 +124,15 @@ def main() -> None:
         splits = load_builtin_pairs("emoji")
         args.text = "minilm"
         encoders = {e: ENCODERS.get(e, 64) for e in (args.encoders or ENCODERS)}
+    if args.image_encoder_from and len(encoders) != 1:
+        raise SystemExit(f"--image_encoder_from holds one encoder's weights; pass --encoders with one name, got {list(encoders)}")
     output = Path(args.output)
     result = json.loads(output.read_text()) if output.exists() else {"runs": []}
     result["setup"] = (f"{'smoke: shapes data, tiny-bert' if args.smoke else 'emoji builtin, MiniLM trunk'}, "
                        f"{args.max_steps} steps x batch {args.batch_size}, SemVLP lr {args.lr} (timm encoder "
                        f"{args.image_lr}), dual-encoder lr {args.dual_lr}, {args.threads} thread(s)"
-                       + (f", semvlp options {' '.join(args.method_option)}" if args.method_option else ""))
+                       + (f", semvlp options {' '.join(args.method_option)}" if args.method_option else "")
+                       + (f", image encoder from {Path(args.image_encoder_from).name}" if args.image_encoder_from else ""))
     done = {(r["arm"], r["encoder"], r["seed"]) for r in result["runs"]}
     last_alternate = None
     try:

@@ -38,3 +38,31 @@ def test_dual_encoder_trains_and_retrieves_over_the_whole_split(tmp_path):
                                text_model="tiny-bert")
     assert {k: v for k, v in again.items() if k != "train_seconds"} == {
         k: v for k, v in metrics.items() if k != "train_seconds"}  # seeded
+
+
+def test_the_trained_tower_warm_starts_a_semvlp_image_encoder(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from plmkit.core.cli import main
+    from plmkit.core.models import load_model
+
+    paths = write_image_text(tmp_path / "data")
+    train, test = read_pairs(paths["train"]), read_pairs(paths["test"], split="test")
+    weights = tmp_path / "tower.safetensors"
+    train_dual_encoder(train, test, "test_resnet", 64, steps=2, batch_size=4, learning_rate=1e-3, seed=0,
+                       text_model="tiny-bert", save_to=weights)
+    saved = load_file(str(weights))
+    folder = tmp_path / "init"
+    assert main(["vlp", "init", "--output_dir", str(folder), "--text", "tiny-bert", "--timm", "test_resnet",
+                 "--image_encoder_from", str(weights), "--set", "codebook_size=4"]) == 0
+    model = load_model(str(folder), kind="masked-lm")[0]
+    loaded = model.base_model.image_encoder.backbone.state_dict()
+    assert set(loaded) == set(saved) and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    capsys.readouterr()
+    assert main(["vlp", "init", "--output_dir", str(tmp_path / "bad"), "--text", "tiny-bert", "--timm", "test_vit",
+                 "--image_size", "32", "--image_encoder_from", str(weights)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "tower.safetensors" in err and "do not fit this timm model" in err
+    assert main(["vlp", "init", "--output_dir", str(tmp_path / "none"), "--text", "tiny-bert",
+                 "--image_encoder_from", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 """`plmkit vlp ...` (entry-point group `plmkit.commands`, name `vlp`).
 
     plmkit vlp prepare-data [emoji] [--force]        fetch, check and cache the emoji builtin
-    plmkit vlp init --output_dir DIR [--text minilm] [--timm resnet18] [--image_size 64] [--seed 0] [--set KEY=VALUE ...]
+    plmkit vlp init --output_dir DIR [--text minilm] [--timm resnet18] [--image_size 64] [--seed 0]
+                    [--image_encoder_from FILE] [--set KEY=VALUE ...]
                                                       a SemVLP model to pre-train: MiniLM's trunk (or --text none: a
-                                                      random one), a random timm encoder, its processor
+                                                      random one), a timm encoder (random, or the weights in FILE),
+                                                      its processor
     plmkit vlp retrieve RUN_DIR --query TEXT [--top 5] [--split test] [--mode single]   the images a caption finds
 """
 
@@ -31,9 +33,11 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_model(text: str | None, timm_model_name: str, image_size: int, seed: int = 0, **options: Any) -> tuple[Any, Any]:
+def build_model(text: str | None, timm_model_name: str, image_size: int, seed: int = 0,
+                image_encoder_from: str | Path | None = None, **options: Any) -> tuple[Any, Any]:
     """(SemVLPForPreTraining, TextImageProcessor): the trunk from `text` (a BERT-shaped model; None: random, with
-    MiniLM's tokenizer and shape unless `options` say otherwise), a random `timm_model_name` encoder."""
+    MiniLM's tokenizer and shape unless `options` say otherwise), a random `timm_model_name` encoder, or the weights
+    in `image_encoder_from` (a `save_backbone` file, e.g. the dual encoder's trained tower)."""
     import torch
 
     from plmkit.core.models import load_tokenizer
@@ -52,6 +56,10 @@ def build_model(text: str | None, timm_model_name: str, image_size: int, seed: i
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = SemVLPForPreTraining(SemVLPConfig(**options))
+    if image_encoder_from:
+        from plmkit.vlp.images import load_backbone
+
+        load_backbone(model.base_model.image_encoder.backbone, image_encoder_from)
     config = model.config
     processor = TextImageProcessor(tokenizer, config.timm_model_name,
                                    timm_args(config.timm_model_name, config.timm_model_args, config.image_size))
@@ -70,7 +78,7 @@ def _prepare(args: argparse.Namespace) -> None:
 def _init(args: argparse.Namespace) -> None:
     options = _options(args.set)
     model, processor = build_model(None if args.text in ("", "none") else args.text, args.timm, args.image_size,
-                                   args.seed, **options)
+                                   args.seed, args.image_encoder_from, **options)
     out = Path(args.output_dir)
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -135,6 +143,9 @@ def main(argv: list[str]) -> int:
     init.add_argument("--timm", default="resnet18", help="timm model name of the image encoder (random init)")
     init.add_argument("--image_size", type=int, default=64)
     init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--image_encoder_from", default=None, metavar="FILE",
+                      help="start the timm encoder from these weights (safetensors of the backbone, as the dual "
+                           "encoder's save_to writes) instead of random")
     init.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                       help="SemVLPConfig options, e.g. cross_attention_layers=2 region_grid=4 codebook_size=64")
     ret = sub.add_parser("retrieve", help="the images of a run's split that a caption matches best")

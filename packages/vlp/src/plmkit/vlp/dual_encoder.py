@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plmkit.vlp.images import create_backbone, grid_features, image_transforms, load_rgb, timm_args
+from plmkit.vlp.images import (
+    create_backbone,
+    grid_features,
+    image_transforms,
+    load_rgb,
+    save_backbone,
+    timm_args,
+)
 from plmkit.vlp.retrieval import recall_at_k
 
 __all__ = ["DualEncoder", "clip_loss", "train_dual_encoder"]
@@ -75,9 +83,10 @@ def train_dual_encoder(train: list[dict[str, Any]], test: list[dict[str, Any]], 
                        steps: int, batch_size: int, learning_rate: float, seed: int,
                        timm_model_args: dict[str, Any] | None = None, text_model: str = "minilm",
                        max_length: int = 32, warmup_ratio: float = 0.1, weight_decay: float = 0.01,
-                       device: str | torch.device = "cpu") -> dict[str, float]:
+                       device: str | torch.device = "cpu", save_to: str | Path | None = None) -> dict[str, float]:
     """Train on `train` rows (`image` path, `text`) and return retrieval metrics on `test` (whole split):
-    `emb_t2i_r{1,5,10}`, `emb_i2t_r{1,5,10}`, and `train_seconds`."""
+    `emb_t2i_r{1,5,10}`, `emb_i2t_r{1,5,10}`, and `train_seconds`. `save_to`: also write the trained timm
+    backbone's weights there (safetensors), for `plmkit vlp init --image_encoder_from`."""
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
@@ -115,4 +124,6 @@ def train_dual_encoder(train: list[dict[str, Any]], test: list[dict[str, Any]], 
         text_test = text_embeddings([r["text"] for r in test], text_model, max_length, device=device)
         scores = text_test @ image_vecs.t()
     metrics = {f"emb_{k}": v for k, v in recall_at_k(scores, [where[r["image"]] for r in test]).items()}
+    if save_to is not None:
+        save_backbone(model.backbone, save_to)
     return {**metrics, "train_seconds": round(seconds, 1)}

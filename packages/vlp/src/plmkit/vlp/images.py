@@ -26,7 +26,8 @@ from torch import nn
 
 from plmkit.core.errors import ConfigError, DataError
 
-__all__ = ["create_backbone", "grid_features", "image_transforms", "load_rgb", "timm_args"]
+__all__ = ["create_backbone", "grid_features", "image_transforms", "load_backbone", "load_rgb", "save_backbone",
+           "timm_args"]
 
 WHITE = (255, 255, 255)
 
@@ -121,6 +122,34 @@ def create_backbone(name: str, args: dict[str, Any] | None, image_size: int) -> 
         return timm.create_model(name, pretrained=False, **timm_args(name, args, image_size))
     except TypeError as err:
         raise ConfigError(f"timm model {name!r} does not take the arguments {args}: {err}") from None
+
+
+def save_backbone(backbone: nn.Module, path: str | Path) -> Path:
+    """Write a timm backbone's weights (safetensors), to warm-start another model's image encoder."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}, str(path))
+    return path
+
+
+def load_backbone(backbone: nn.Module, path: str | Path) -> None:
+    """Load `save_backbone`'s file into `backbone`; every tensor must be there with the same shape."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"image encoder weights {str(path)!r}: no such file")
+    weights = load_file(str(path))
+    target = backbone.state_dict()
+    missing = sorted(set(target) - set(weights))
+    unexpected = sorted(set(weights) - set(target))
+    wrong = sorted(k for k in set(target) & set(weights) if target[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        raise ConfigError(f"image encoder weights {str(path)!r} do not fit this timm model: missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}, other shapes {wrong[:3]}")
+    backbone.load_state_dict(weights)
 
 
 def grid_features(backbone: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
