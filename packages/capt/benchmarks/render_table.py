@@ -27,6 +27,7 @@ REPRO = RESULTS / "capt_reproduction.json"
 PERF = RESULTS / "capt_perf.json"
 PLOT = RESULTS / "capt_geometry.png"
 VL = RESULTS / "capt_vl_retrieval.json"
+VL_RANDOM = RESULTS / "capt_vl_retrieval_random_encoder.json"
 START, END = "<!-- capt-results:start -->", "<!-- capt-results:end -->"
 PERF_START, PERF_END = "<!-- capt-perf:start -->", "<!-- capt-perf:end -->"
 VL_START, VL_END = "<!-- capt-vl:start -->", "<!-- capt-vl:end -->"
@@ -218,8 +219,10 @@ def render_perf(path: Path = PERF) -> str:
     return "\n".join(lines)
 
 
+VL_ARMS = {"capt": "MLM + matching + CAPT", "capt_0.1": "MLM + matching + 0.1 x CAPT", "no_capt": "MLM + matching"}
 VL_METRICS = (("test_itm_single_t2i_r1", "text->image R@1"), ("test_itm_single_i2t_r1", "image->text R@1"),
-              ("test_itm_single_t2i_r5", "text->image R@5"))
+              ("test_itm_single_t2i_r5", "text->image R@5"),
+              ("test_accuracy", "matching accuracy (the same test pairs, captions swapped with p 0.5; chance 50)"))
 
 
 def _mean_cell(by_seed: dict) -> str:
@@ -229,29 +232,49 @@ def _mean_cell(by_seed: dict) -> str:
     return f"{mean:.2f} ± {std:.2f} (n={len(by_seed)})"
 
 
+def render_vl_blocks() -> str:
+    """The runs from the trained tower, then the first runs (random image encoder)."""
+    return render_vl(VL) + "\n\nThe first runs, from a random image encoder (`--tower_steps 0`):\n\n" + render_vl(VL_RANDOM)
+
+
 def render_vl(path: Path = VL) -> str:
     if not path.exists():
-        return "Not run yet (`packages/capt/benchmarks/vl_retrieval.py` writes `benchmarks/results/capt_vl_retrieval.json`)."
+        return f"Not run yet (`packages/capt/benchmarks/vl_retrieval.py` writes `benchmarks/results/{path.name}`)."
     d = json.loads(path.read_text())
     s, runs = d["settings"], d["runs"]
-    by_arm = {arm: {r["seed"]: r for r in runs if r["arm"] == arm} for arm in ("capt", "no_capt")}
-    planned = len(s["seeds"]) * len(s["arms"])
-    status = "complete" if len(runs) >= planned else f"INCOMPLETE: {len(runs)} of {planned} runs (rerun to finish)"
-    lines = [f"Setup: SemVLP (MiniLM trunk, random resnet18 at 64 px) trained on {s['data']} for "
-             f"{s['steps']} steps of batch 32 with matching + {s['mlm_weight']} x MLM on the corrupted pairs, with "
-             f"(`capt`) and without (`no_capt`, capt_weight 0) the CAPT term; seeds {s['seeds']}; retrieval with the "
+    arms = [a for a in VL_ARMS if a in s["arms"]]
+    by_arm = {arm: {r["seed"]: r for r in runs if r["arm"] == arm} for arm in arms}
+    planned = len(s["seeds"]) * len(arms)
+    done = sum(1 for arm in arms for seed in s["seeds"] if seed in by_arm[arm])
+    status = "complete" if done >= planned else f"INCOMPLETE: {done} of {planned} runs (rerun to finish)"
+    encoder = s.get("image_encoder", "random")
+    if isinstance(encoder, dict):
+        encoder = (f"resnet18 at 64 px from the dual-encoder baseline's tower ({encoder['steps']} InfoNCE steps of "
+                   f"batch {encoder['batch_size']}; its own text->image R@1 over the test split "
+                   f"{100 * encoder['emb_t2i_r1']:.1f}%)")
+    else:
+        encoder = "random resnet18 at 64 px"
+    weights = ", ".join(f"`{arm}` {s['arms'][arm]}" for arm in arms)
+    treated = [arm for arm in arms if arm != "no_capt"]
+    lines = [f"Setup: SemVLP (MiniLM trunk, {encoder}) trained on {s['data']} for "
+             f"{s['steps']} steps of batch 32 with matching + {s['mlm_weight']} x MLM on the corrupted pairs, plus "
+             f"capt_weight x the CAPT term ({weights}); seeds {s['seeds']}; retrieval with the "
              f"single-stream matching head among the first {s.get('eval_examples', 'all')} test pairs. Status: {status}.",
              "",
-             "| measure (%) | MLM + matching + CAPT | MLM + matching | CAPT - none |", "|---|---:|---:|---|"]
+             "| measure (%) | " + " | ".join(VL_ARMS[a] for a in arms) + " | "
+             + " | ".join(f"{VL_ARMS[a].split(' + ')[-1]} - none" for a in treated) + " |",
+             "|---|" + "---:|" * len(arms) + "---|" * len(treated)]
     for metric, label in VL_METRICS:
-        a = {seed: r[metric] for seed, r in by_arm["capt"].items() if metric in r}
-        b = {seed: r[metric] for seed, r in by_arm["no_capt"].items() if metric in r}
-        verdict = str(paired_verdict(a, b)) if set(a) & set(b) else "-"
-        lines.append(f"| {label} | {_mean_cell(a)} | {_mean_cell(b)} | {verdict} |")
-    last_itm = {arm: {seed: r["curve"][-1]["loss/task"] for seed, r in rows.items() if r.get("curve")}
+        values = {arm: {seed: r[metric] for seed, r in by_arm[arm].items() if metric in r} for arm in arms}
+        base = values.get("no_capt", {})
+        verdicts = [str(paired_verdict(values[a], base)) if set(values[a]) & set(base) else "-" for a in treated]
+        lines.append(f"| {label} | " + " | ".join(_mean_cell(values[a]) for a in arms) + " | "
+                     + " | ".join(verdicts) + " |")
+    last_itm = {arm: [r["curve"][-1]["loss/task"] for _, r in sorted(rows.items()) if r.get("curve")]
                 for arm, rows in by_arm.items()}
-    itm = [", ".join(f"{v:.3f}" for v in last_itm[arm].values()) or "-" for arm in ("capt", "no_capt")]
-    lines.append(f"| last logged matching loss (chance: ln 2 = 0.693) | {itm[0]} | {itm[1]} | |")
+    itm = [", ".join(f"{v:.3f}" for v in last_itm[arm]) or "-" for arm in arms]
+    lines.append("| last logged matching loss per seed (chance: ln 2 = 0.693) | " + " | ".join(itm) + " |"
+                 + " |" * len(treated))
     cpu = [r["process_cpu_s"] for r in runs if "process_cpu_s" in r]
     lines += ["", f"Verdicts: {VERDICT_RULE}. Chance R@1 is 1 / (distinct test images retrieved among)."
               + (f" CPU time per run: {min(cpu):.0f} to {max(cpu):.0f} s." if cpu else "")]
@@ -260,7 +283,7 @@ def render_vl(path: Path = VL) -> str:
 
 def main() -> None:
     check = "--check" in sys.argv[1:]
-    for start, end, body in ((PERF_START, PERF_END, render_perf()), (VL_START, VL_END, render_vl())):
+    for start, end, body in ((PERF_START, PERF_END, render_perf()), (VL_START, VL_END, render_vl_blocks())):
         if replace_block(README, start, end, body, check=check) and check:
             sys.exit(f"{README} is out of date: run {Path(sys.argv[0]).name}")
     if not check:

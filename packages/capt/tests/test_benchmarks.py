@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
+
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -88,9 +91,9 @@ def test_the_vision_language_arms_differ_only_in_the_capt_weight():
     vl = _load("vl_retrieval")
     flags = {arm: vl.train_flags(arm, 1, Path("m"), 300, 0.05, ["--data", "emoji"]) for arm in vl.ARMS}
     weights = {arm: f[f.index("--method.capt_weight") + 1] for arm, f in flags.items()}
-    assert weights == {"capt": "1.0", "no_capt": "0.0"}
+    assert weights == {"capt": "1.0", "no_capt": "0.0", "capt_0.1": "0.1"}
     rest = {arm: [x for i, x in enumerate(f) if i != f.index("--method.capt_weight") + 1] for arm, f in flags.items()}
-    assert rest["capt"] == rest["no_capt"]
+    assert rest["capt"] == rest["no_capt"] == rest["capt_0.1"]
 
 
 def test_the_vision_language_block_pairs_the_arms_by_seed(tmp_path):
@@ -108,3 +111,32 @@ def test_the_vision_language_block_pairs_the_arms_by_seed(tmp_path):
     assert "| text->image R@1 | 22.00 ± 10.00 (n=3) | 20.00 ± 10.00 (n=3) | +2.0 +- 0.0 (3 seeds): supported |" in block
     path.write_text(json.dumps({"settings": json.loads(path.read_text())["settings"], "runs": runs[:3]}))
     assert "INCOMPLETE: 3 of 6 runs" in table.render_vl(path)
+    # a third arm added later: its own column and verdict against no_capt; status counts it
+    light = [{**r, "arm": "capt_0.1", "test_itm_single_t2i_r1": r["test_itm_single_t2i_r1"] - 0.01}
+             for r in runs if r["arm"] == "no_capt"]
+    settings = {**json.loads(path.read_text())["settings"], "arms": {"capt": 1.0, "no_capt": 0.0, "capt_0.1": 0.1}}
+    path.write_text(json.dumps({"settings": settings, "runs": runs + light[:2]}))
+    block = table.render_vl(path)
+    assert "INCOMPLETE: 8 of 9 runs" in block and "| 0.1 x CAPT - none |" in block
+    assert "| text->image R@1 | 22.00 ± 10.00 (n=3) | 14.00 ± 7.07 (n=2) | 20.00 ± 10.00 (n=3) |" in block
+    assert "-1.0 +- 0.0 (2 seeds): contradicted |" in block
+
+
+def test_the_vision_language_smoke_starts_both_arms_from_the_trained_tower(tmp_path, monkeypatch):
+    """`--smoke`: the dual-encoder tower is trained once, both arms' model starts from it, the json records it."""
+    from safetensors.torch import load_file
+
+    from plmkit.core.models import load_model
+
+    vl = _load("vl_retrieval")
+    monkeypatch.setattr(sys, "argv", ["vl_retrieval.py", "--smoke", "--work", str(tmp_path), "--steps", "2",
+                                      "--tower_steps", "2", "--parallel", "1", "--eval_examples", "6"])
+    vl.main()
+    work = tmp_path / "tower2"
+    result = json.loads((work / "capt_vl_retrieval_smoke.json").read_text())
+    assert {(r["arm"], r["seed"]) for r in result["runs"]} == {("capt", 1), ("no_capt", 1)}
+    encoder = result["settings"]["image_encoder"]
+    assert encoder["from"] == "dual-encoder tower" and encoder["steps"] == 2 and 0 <= encoder["emb_t2i_r1"] <= 1
+    tower = load_file(str(work / "tower-2.safetensors"))
+    start = load_model(str(work / "init-1"), kind="masked-lm")[0].base_model.image_encoder.backbone.state_dict()
+    assert all(torch.equal(start[k], tower[k]) for k in tower)
