@@ -145,6 +145,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.tower_steps < 0:
         raise SystemExit(f"--tower_steps must be >= 0, got {args.tower_steps}")
+    if args.smoke:
+        args.tower_steps = min(args.tower_steps, 2)
     args.work = args.work / (f"tower{args.tower_steps}" if args.tower_steps else "random_encoder")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.smoke:
@@ -152,7 +154,6 @@ def main() -> None:
 
         data = data_flags(write_image_text(args.work / "data"))
         args.steps, args.seeds = min(args.steps, 4), args.seeds[:1]
-        args.tower_steps = min(args.tower_steps, 2)
         if args.json == JSON:
             args.json = args.work / "capt_vl_retrieval_smoke.json"
     else:
