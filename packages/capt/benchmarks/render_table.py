@@ -28,6 +28,7 @@ PERF = RESULTS / "capt_perf.json"
 PLOT = RESULTS / "capt_geometry.png"
 VL = RESULTS / "capt_vl_retrieval.json"
 VL_RANDOM = RESULTS / "capt_vl_retrieval_random_encoder.json"
+VL_LONG = RESULTS / "capt_vl_retrieval_900_steps.json"
 START, END = "<!-- capt-results:start -->", "<!-- capt-results:end -->"
 PERF_START, PERF_END = "<!-- capt-perf:start -->", "<!-- capt-perf:end -->"
 VL_START, VL_END = "<!-- capt-vl:start -->", "<!-- capt-vl:end -->"
@@ -233,8 +234,11 @@ def _mean_cell(by_seed: dict) -> str:
 
 
 def render_vl_blocks() -> str:
-    """The runs from the trained tower, then the first runs (random image encoder)."""
-    return render_vl(VL) + "\n\nThe first runs, from a random image encoder (`--tower_steps 0`):\n\n" + render_vl(VL_RANDOM)
+    """The runs from the trained tower, a longer budget where run, then the first runs (random image encoder)."""
+    blocks = [render_vl(VL)]
+    if VL_LONG.exists():
+        blocks += ["A longer budget (`--steps 900 --json results/capt_vl_retrieval_900_steps.json`):", render_vl(VL_LONG)]
+    return "\n\n".join(blocks + ["The first runs, from a random image encoder (`--tower_steps 0`):", render_vl(VL_RANDOM)])
 
 
 def render_vl(path: Path = VL) -> str:
