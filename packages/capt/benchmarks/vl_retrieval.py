@@ -48,27 +48,17 @@ def key(r: dict) -> tuple:
     return r["arm"], r["seed"]
 
 
-def train_tower(work: Path, steps: int, smoke: bool) -> tuple[Path, dict]:
+def train_tower(work: Path, steps: int, train: list[dict], test: list[dict], smoke: bool) -> tuple[Path, dict]:
     """The image encoder every SemVLP model starts from: the dual-encoder baseline's tower (`plmkit.vlp.dual_encoder`:
-    the timm encoder trained from random init into frozen MiniLM's sentence space with InfoNCE on the training
-    split, seed 1), trained once and kept in `work`. Returns its weights file and its test retrieval metrics."""
-    from plmkit.vlp.data import load_builtin_pairs, read_pairs
+    the timm encoder trained from random init into frozen MiniLM's sentence space with InfoNCE on the `train` rows,
+    seed 1), trained once and kept in `work`. Returns its weights file and its retrieval metrics on `test`."""
     from plmkit.vlp.dual_encoder import train_dual_encoder
 
     weights, metrics_file = work / f"tower-{steps}.safetensors", work / f"tower-{steps}.json"
     if not weights.exists():
-        if smoke:
-            from plmkit.vlp.testing import write_image_text
-
-            paths = write_image_text(work / "data")
-            train, test = read_pairs(paths["train"]), read_pairs(paths["test"], split="test")
-            setup = ("test_resnet", 64, steps, 4, 1e-3, 1, "tiny-bert")
-        else:
-            splits = load_builtin_pairs("emoji")
-            train, test = splits["train"], splits["test"]
-            setup = ("resnet18", 64, steps, 32, 1e-3, 1, "minilm")
-        encoder, size, steps_, batch, lr, seed, text = setup
-        metrics = train_dual_encoder(train, test, encoder, size, steps_, batch, lr, seed, text_model=text, max_length=32,
+        encoder, text, batch = ("test_resnet", "tiny-bert", 4) if smoke else ("resnet18", "minilm", 32)
+        lr, seed = 1e-3, 1
+        metrics = train_dual_encoder(train, test, encoder, 64, steps, batch, lr, seed, text_model=text, max_length=32,
                                      save_to=weights)
         metrics_file.write_text(json.dumps({"steps": steps, "batch_size": batch, "learning_rate": lr, "seed": seed,
                                             **metrics}))
@@ -111,10 +101,9 @@ def arms_so_far(path: Path, arms: list[str]) -> dict[str, float]:
     return {arm: weight for arm, weight in ARMS.items() if arm in names}
 
 
-def make_run(work: Path, steps: int, mlm_weight: float, data: list[str], smoke: bool, eval_examples: int,
-             tower: Path | None):
+def make_run(work: Path, folders: dict[int, Path], steps: int, mlm_weight: float, data: list[str], eval_examples: int):
     def run_one(job: dict) -> dict:
-        model = init_model(work, job["seed"], smoke, tower)
+        model = folders[job["seed"]]
         with tempfile.TemporaryDirectory(dir=work, prefix="vl_") as tmp:
             out = Path(tmp) / "run"
             m = plmkit_train(train_flags(job["arm"], job["seed"], model, steps, mlm_weight, data, eval_examples), out)
@@ -152,7 +141,8 @@ def main() -> None:
     if args.smoke:
         from plmkit.vlp.testing import data_flags, write_image_text
 
-        data = data_flags(write_image_text(args.work / "data"))
+        paths = write_image_text(args.work / "data")
+        data = data_flags(paths)
         args.steps, args.seeds = min(args.steps, 4), args.seeds[:1]
         if args.json == JSON:
             args.json = args.work / "capt_vl_retrieval_smoke.json"
@@ -160,16 +150,21 @@ def main() -> None:
         data = ["--data", "emoji"]
         if args.json == JSON and not args.tower_steps:
             args.json = RANDOM_ENCODER_JSON
-    tower, tower_metrics = train_tower(args.work, args.tower_steps, args.smoke) if args.tower_steps else (None, None)
+    tower, tower_metrics = None, None
+    if args.tower_steps:
+        from plmkit.vlp.data import load_builtin_pairs, read_pairs
+
+        splits = ({s: read_pairs(paths[s], split=s) for s in ("train", "test")} if args.smoke
+                  else load_builtin_pairs("emoji"))
+        tower, tower_metrics = train_tower(args.work, args.tower_steps, splits["train"], splits["test"], args.smoke)
     settings = {"data": "coloured shapes (smoke)" if args.smoke else "the emoji builtin", "steps": args.steps, "seeds": args.seeds,
                 "mlm_weight": args.mlm_weight, "arms": arms_so_far(args.json, args.arms), "eval_examples": args.eval_examples,
                 "image_encoder": ({"from": "dual-encoder tower", **tower_metrics} if tower else "random"),
                 "flags": train_flags("capt", 0, Path("MODEL"), args.steps, args.mlm_weight, data, args.eval_examples)}
     jobs = [{"arm": arm, "seed": s} for s in args.seeds for arm in args.arms]  # seed-major: partial runs stay paired
-    for seed in args.seeds:  # before the parallel jobs, so two jobs never write one seed's folder at once
-        init_model(args.work, seed, args.smoke, tower)
-    run_sweep(args.json, jobs, make_run(args.work, args.steps, args.mlm_weight, data, args.smoke, args.eval_examples,
-                                        tower), key,
+    # built before the parallel jobs, so two jobs never write one seed's folder at once
+    folders = {seed: init_model(args.work, seed, args.smoke, tower) for seed in args.seeds}
+    run_sweep(args.json, jobs, make_run(args.work, folders, args.steps, args.mlm_weight, data, args.eval_examples), key,
               parallel=args.parallel, settings=settings)
 
 
