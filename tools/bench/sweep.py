@@ -38,7 +38,8 @@ class SweepError(RuntimeError):
     """One or more jobs of a sweep (or one training subprocess) failed."""
 
 
-def _write(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """`data` written to `path` atomically (a temporary file renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -69,14 +70,14 @@ def run_sweep(
     print(f"[sweep] {json_path.name}: {len(jobs) - len(todo)} of {len(jobs)} jobs already done, {len(todo)} to run",
           flush=True)
     with lock:
-        _write(json_path, data)
+        write_json(json_path, data)
 
     def one(job: dict) -> None:
         start = time.perf_counter()
         result = run_one(job)
         with lock:
             data["runs"].append({**job, **result})
-            _write(json_path, data)
+            write_json(json_path, data)
             n = len(data["runs"])
         print(f"[sweep] {key(job)} done in {time.perf_counter() - start:.0f} s ({n} recorded)", flush=True)
 

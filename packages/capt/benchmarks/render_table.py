@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "packages" / "capt" / "benchmarks" / "results"
 README = ROOT / "packages" / "capt" / "README.md"
 REPRO = RESULTS / "capt_reproduction.json"
+REPRO_WORDNET = RESULTS / "capt_reproduction_wordnet.json"
 PERF = RESULTS / "capt_perf.json"
-PLOT = RESULTS / "capt_geometry.png"
 VL = RESULTS / "capt_vl_retrieval.json"
 VL_RANDOM = RESULTS / "capt_vl_retrieval_random_encoder.json"
 VL_LONG = RESULTS / "capt_vl_retrieval_900_steps.json"
@@ -104,7 +104,7 @@ def finetune_tables(runs: list[dict], tasks: list[str], regime: str = "k16") -> 
     return "\n".join(lines)
 
 
-def probe_tables(runs: list[dict]) -> str:
+def probe_tables(runs: list[dict], plot_file: Path) -> str:
     probes = {r["model"]: r for r in runs if r["stage"] == "probe"}
     if not probes:
         return "(the noise-invariance probe has not run yet)"
@@ -122,7 +122,7 @@ def probe_tables(runs: list[dict]) -> str:
                 verdict = f"{v.mean_difference:+.2f} +- {v.standard_error:.2f} ({v.n} sentences): {v.verdict}"
             lines.append(f"| {pooling} | {noise} | " + " | ".join(f"{statistics.mean(values[m]):.4f}" for m in models)
                          + f" | {verdict} |")
-    lines += geometry_table(probes, models)
+    lines += geometry_table(probes, models, plot_file)
     return (f"Mean cos(h(x), h(x~)) over {first['sentences']} test sentences of the corpus (15% of the tokens "
             "corrupted, at least one; h = [CLS] state or mean of the last hidden states). The row `unrelated` is the "
             "reference cos(h(x), h(y)) of two different sentences: an anisotropic encoder scores every pair near 1, "
@@ -131,7 +131,12 @@ def probe_tables(runs: list[dict]) -> str:
             + "\n".join(lines))
 
 
-def geometry_table(probes: dict[str, dict], models: list[str]) -> list[str]:
+def plot_path(path: Path) -> Path:
+    """results/capt_geometry*.png, the plot of a reproduction json (capt_reproduction*.json)."""
+    return RESULTS / (path.stem.replace("capt_reproduction", "capt_geometry") + ".png")
+
+
+def geometry_table(probes: dict[str, dict], models: list[str], plot_file: Path) -> list[str]:
     """Alignment (masking) and uniformity of the l2-normalised h per model and pooling, and the plot's link."""
     if not all("geometry" in probes[m] for m in models):
         return []
@@ -142,13 +147,13 @@ def geometry_table(probes: dict[str, dict], models: list[str]) -> list[str]:
         cells = [probes[m]["geometry"][pooling] for m in models]
         lines.append(f"| {pooling} | " + " | ".join(f"{c['alignment']:.4f} / {c['uniformity']:.3f}" for c in cells)
                      + " |")
-    if PLOT.exists():
-        lines += ["", f"![alignment and uniformity of h]({PLOT.relative_to(README.parent).as_posix()})"]
+    if plot_file.exists():
+        lines += ["", f"![alignment and uniformity of h]({plot_file.relative_to(README.parent).as_posix()})"]
     return lines
 
 
-def plot(path: Path = REPRO) -> None:
-    """results/capt_geometry.png: uniformity against alignment of h for each model, one panel per pooling."""
+def plot(path: Path) -> None:
+    """`plot_path(path)`: uniformity against alignment of h for each model, one panel per pooling."""
     if not path.exists():
         return
     probes = {r["model"]: r for r in json.loads(path.read_text())["runs"] if r["stage"] == "probe" and "geometry" in r}
@@ -169,7 +174,7 @@ def plot(path: Path = REPRO) -> None:
         ax.set_title(f"h = {pooling} pooling")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=120)
+    fig.savefig(plot_path(path), dpi=120)
     plt.close(fig)
 
 
@@ -186,20 +191,40 @@ def render_reproduction(path: Path = REPRO) -> str:
     status = "complete" if len(runs) >= planned else (f"INCOMPLETE: {len(runs)} of {planned} jobs (rerun the script "
                                                       f"to finish, it resumes)")
     return "\n".join([
-        f"Setup: {s['base_model']} continued on `--data builtin-text` for {s['pretrain_steps']:,} steps (batch 32, "
+        f"Setup: {s['base_model']} continued on `--data {s.get('data', 'builtin-text')}` for {s['pretrain_steps']:,} "
+        f"steps (batch 32, "
         f"max_length 64, lr 5e-5, {s.get('precision', 'bf16')}, seed 42"
         + (f"; MLM only, same CPU time: {s['mlm_time_steps']:,} steps" if "mlm_time_steps" in s else "")
         + head_note(runs)
         + f"), then fine-tuned with K = 16 per class, {s['finetune_steps']} steps, seeds {s['seeds']}"
         + (f", and with the first {s['full_examples']:,} training examples, 2 epochs, seeds {full_seeds}"
            if full_seeds else "")
-        + f". Status: {status}.",
+        + f". Status: {status}." + copied_note(runs),
         "", "#### Continued pre-training", "", pretrain_table(runs),
         "", "#### Few-shot fine-tuning (test accuracy %, mean ± std over seeds)", "", finetune_tables(runs, s["tasks"]),
         *(["", f"#### Fine-tuning on {s['full_examples']:,} examples (test accuracy %, mean ± std over seeds)", "",
            finetune_tables(runs, s["tasks"], "n1000")] if full_seeds else []),
-        "", "#### Noise invariance of h", "", probe_tables(runs),
+        "", "#### Noise invariance of h", "", probe_tables(runs, plot_path(path)),
     ])
+
+
+def copied_note(runs: list[dict]) -> str:
+    sources = sorted({r["from"] for r in runs if "from" in r})
+    if not sources:
+        return ""
+    return (f" The {NAMES['minilm']} fine-tuning runs are those of {', '.join(sources)} (the same settings; copied with "
+            "`--base_runs_from`, as the base model never sees the pre-training corpus).")
+
+
+def render_reproductions() -> str:
+    """The run on the builtin texts, then the run on the larger corpus where there is one."""
+    blocks = [render_reproduction(REPRO)]
+    if REPRO_WORDNET.exists():
+        blocks += ["### The same on a larger corpus: the builtin texts and WordNet's definitions",
+                   "`reproduce.py --data builtin-text+wordnet-definitions --json "
+                   "results/capt_reproduction_wordnet.json` (WordNet 3.1, from plmkit-knowledge-pretraining).",
+                   render_reproduction(REPRO_WORDNET)]
+    return "\n\n".join(blocks)
 
 
 def render_perf(path: Path = PERF) -> str:
@@ -290,9 +315,10 @@ def main() -> None:
     for start, end, body in ((PERF_START, PERF_END, render_perf()), (VL_START, VL_END, render_vl_blocks())):
         if replace_block(README, start, end, body, check=check) and check:
             sys.exit(f"{README} is out of date: run {Path(sys.argv[0]).name}")
-    if not check:
-        plot()  # first, so that the block links the image when there is one
-    render_cli(README, START, END, render_reproduction)
+    if not check:  # the plots first, so that the blocks link them
+        for path in (REPRO, REPRO_WORDNET):
+            plot(path)
+    render_cli(README, START, END, render_reproductions)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ the noise invariance of the representations.
       -> packages/capt/benchmarks/results/capt_reproduction.json (resumable: finished jobs are skipped)
     .venv/bin/python packages/capt/benchmarks/render_table.py        (README block from the json)
     .venv/bin/python packages/capt/benchmarks/reproduce.py --smoke   (tiny-bert, a few steps: checks that it runs)
+    ... reproduce.py --data builtin-text+wordnet-definitions --json .../capt_reproduction_wordnet.json \
+        --base_runs_from .../capt_reproduction.json   (the larger corpus; MiniLM's own fine-tuning runs copied)
 
 Stages (one json, tools/bench/sweep.py; rerun to resume, keep --work: the later stages read the pre-trained folders):
 0. `head`: all-MiniLM-L6-v2 ships no masked-LM head (its transform layer loads fresh, its decoder tied to the
@@ -13,9 +15,10 @@ Stages (one json, tools/bench/sweep.py; rerun to resume, keep --work: the later 
    `--head_steps` steps (default 300, batch 32, lr 1e-3, the settings of plmkit-upt's `adapt-head`), saved to
    WORK/minilm_head; every pre-training variant starts from it. Fine-tuning and the probe read only the encoder, which
    this stage leaves as it is.
-1. `pretrain`: MiniLM with that head (`minilm`) continues pre-training on `--data builtin-text` (every builtin dataset's
-   training texts; their test texts are not in it) with task masked_lm, 15% BERT masking, max_length 64, batch 32,
-   `--steps` steps (default 1,000: 1.4 epochs of 707 batches), lr 5e-5, 6% warm-up, weight decay 0.01, seed 42,
+1. `pretrain`: MiniLM with that head (`minilm`) continues pre-training on `--data` (default `builtin-text`: every
+   builtin dataset's training texts, their test texts not in it; `builtin-text+wordnet-definitions` adds WordNet 3.1's
+   definitions from plmkit-knowledge-pretraining) with task masked_lm, 15% BERT masking, max_length 64, batch 32,
+   `--steps` steps (default 1,000: 1.4 epochs of builtin-text's 707 batches), lr 5e-5, 6% warm-up, weight decay 0.01, seed 42,
    bf16 autocast where it is fast, else fp32 (`--precision`, recorded in the json): `mlm` (method finetune: the MLM
    loss only) and `capt` (method capt, every option at its default), the same steps, data order and learning rates;
    and `mlm_time`, MLM only for as many more steps as a CAPT step costs (the CPU-time ratio of results/capt_perf.json,
@@ -54,6 +57,7 @@ from sweep import (  # noqa: E402
     precision_flags,
     resolve_precision,
     run_sweep,
+    write_json,
 )
 
 JSON = Path(__file__).parent / "results" / "capt_reproduction.json"
@@ -67,16 +71,17 @@ PERF = Path(__file__).parent / "results" / "capt_perf.json"
 PRETRAIN_SEED = 42
 HEAD_BATCH = 32
 PROBE_SENTENCES = 512
+CORPUS = "builtin-text"
 
 
 def key(r: dict) -> tuple:
     return r["stage"], r["model"], r.get("task"), r.get("seed"), r.get("regime")
 
 
-def corpus_run_flags(model: str, steps: int, logging_steps: int, smoke: bool) -> list[str]:
-    """What the head and the pre-training runs share: masked_lm on the builtin texts at 64 tokens, quiet, no
+def corpus_run_flags(model: str, steps: int, logging_steps: int, smoke: bool, data: str = CORPUS) -> list[str]:
+    """What the head and the pre-training runs share: masked_lm on the corpus `data` at 64 tokens, quiet, no
     checkpoints; `smoke` shrinks the data."""
-    flags = ["--task", "masked_lm", "--data", "builtin-text", "--model_name_or_path", model, "--max_length", "64",
+    flags = ["--task", "masked_lm", "--data", data, "--model_name_or_path", model, "--max_length", "64",
              "--max_steps", str(steps), "--seed", str(PRETRAIN_SEED), "--report_to", "none", "--save_strategy", "no",
              "--disable_tqdm", "true", "--logging_steps", str(logging_steps), "--overwrite_output_dir", "true"]
     if smoke:
@@ -84,10 +89,11 @@ def corpus_run_flags(model: str, steps: int, logging_steps: int, smoke: bool) ->
     return flags
 
 
-def pretrain_flags(variant: str, steps: int, model: str, smoke: bool, precision: str = "bf16") -> list[str]:
+def pretrain_flags(variant: str, steps: int, model: str, smoke: bool, precision: str = "bf16",
+                   data: str = CORPUS) -> list[str]:
     return ["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "128", "--learning_rate", "5e-5",
             "--warmup_steps", "0.06", "--weight_decay", "0.01", *precision_flags(precision),
-            "--method", "capt" if variant == "capt" else "finetune", *corpus_run_flags(model, steps, 50, smoke)]
+            "--method", "capt" if variant == "capt" else "finetune", *corpus_run_flags(model, steps, 50, smoke, data)]
 
 
 def model_path(model: str, work: Path, base: str) -> str:
@@ -101,16 +107,16 @@ def model_path(model: str, work: Path, base: str) -> str:
     return str(folder)
 
 
-def head_flags(base: str, steps: int, smoke: bool) -> list[str]:
+def head_flags(base: str, steps: int, smoke: bool, data: str = CORPUS) -> list[str]:
     """The core's `head_only` method: the MLM head alone (the encoder and the decoder tied to the embeddings frozen)."""
     return ["--method", "head_only", "--per_device_train_batch_size", str(HEAD_BATCH), "--learning_rate", "1e-3",
-            "--max_eval_samples", "256", *corpus_run_flags(base, steps, 10, smoke)]
+            "--max_eval_samples", "256", *corpus_run_flags(base, steps, 10, smoke, data)]
 
 
-def make_head(work: Path, base: str, steps: int, smoke: bool):
+def make_head(work: Path, base: str, steps: int, smoke: bool, data: str):
     def run_one(job: dict) -> dict:
         out = work / "minilm_head"
-        metrics = plmkit_train(head_flags(base, steps, smoke), out)
+        metrics = plmkit_train(head_flags(base, steps, smoke, data), out)
         return {"steps": steps, "eval_masked_loss": metrics.get("eval_masked_loss"), "cpu_s": metrics["process_cpu_s"],
                 "losses": logged_losses(out)}
 
@@ -136,13 +142,13 @@ def variant_steps(variant: str, steps: int) -> int:
     return round(steps * capt_step_cost()) if variant == "mlm_time" else steps
 
 
-def make_pretrain(work: Path, steps: int, smoke: bool, precision: str):
+def make_pretrain(work: Path, steps: int, smoke: bool, precision: str, data: str):
     def run_one(job: dict) -> dict:
         from plmkit.core.run import export_run
 
         out = work / f"pretrain_{job['model']}"
         steps_here = variant_steps(job["model"], steps)
-        m = plmkit_train(pretrain_flags(job["model"], steps_here, head_path(work), smoke, precision), out)
+        m = plmkit_train(pretrain_flags(job["model"], steps_here, head_path(work), smoke, precision, data), out)
         if job["model"] == "capt":
             export_run(out, work / "pretrain_capt_export")
         keep = ("eval_masked_loss", "eval_masked_accuracy", "test_masked_loss", "test_masked_accuracy", "train_loss",
@@ -155,14 +161,14 @@ def make_pretrain(work: Path, steps: int, smoke: bool, precision: str):
     return run_one
 
 
-def make_probe(work: Path, base: str, n: int):
+def make_probe(work: Path, base: str, n: int, data: str):
     def run_one(job: dict) -> dict:
         from plmkit.capt.analysis import noise_cosines, pooled_states
         from plmkit.capt.losses import uniformity
         from plmkit.core.models import load_model
         from plmkit.core.tasks import DataSource, build_task
 
-        texts = list(build_task("masked_lm", {}, DataSource(data="builtin-text")).load()["test"]["text"][:n])
+        texts = list(build_task("masked_lm", {}, DataSource(data=data)).load()["test"]["text"][:n])
         model, tokenizer = load_model(model_path(job["model"], work, base), kind="masked-lm")
         row: dict = {"sentences": len(texts), "geometry": {}}
         for pooling in ("cls", "mean"):
@@ -206,6 +212,25 @@ def make_finetune(work: Path, base: str, steps: int, examples: int = FULL_EXAMPL
     return run_one
 
 
+def copy_base_runs(source: Path, json_path: Path, settings: dict) -> None:
+    """Copy the `minilm` fine-tuning runs of another reproduction json into `json_path`, each marked with
+    `"from": source's name`. The base model never sees the pre-training corpus, so they are the runs this sweep would
+    make: refused unless the fine-tuning settings are the same."""
+    other = json.loads(source.read_text())
+    same = ("base_model", "precision", "finetune_steps", "full_examples", "finetune_flags", "finetune_flags_n1000")
+    differ = [k for k in same if other.get("settings", {}).get(k) != settings[k]]
+    if differ:
+        raise SystemExit(f"{source} fine-tunes with other settings ({', '.join(differ)}): its minilm runs are not "
+                         f"this sweep's")
+    data = json.loads(json_path.read_text()) if json_path.exists() else {"runs": [], "settings": settings}
+    done = {key(r) for r in data["runs"]}
+    copied = [{**r, "from": source.name} for r in other["runs"]
+              if r["stage"] == "finetune" and r["model"] == "minilm" and key(r) not in done]
+    data["runs"] += copied
+    write_json(json_path, data)
+    print(f"[reproduce] {len(copied)} minilm fine-tuning runs copied from {source}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000,
@@ -222,6 +247,12 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="training subprocesses at a time")
     parser.add_argument("--work", type=Path, default=Path("outputs/capt_reproduction"))
     parser.add_argument("--json", type=Path, default=JSON)
+    parser.add_argument("--data", default=CORPUS,
+                        help="the pre-training corpus (masked_lm's --data: corpora joined with '+'); the probe reads its "
+                             "test split")
+    parser.add_argument("--base_runs_from", type=Path,
+                        help="a reproduction json whose minilm fine-tuning runs (the same settings) are copied instead "
+                             "of rerun: the base model does not depend on the corpus")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny-bert, 4 pre-training and 4 fine-tuning steps, one task and seed, 16 sentences")
     args = parser.parse_args()
@@ -243,7 +274,8 @@ def main() -> None:
                          f"another --json")
     settings = {
         "base_model": base, "pretrain_steps": args.steps,
-        "pretrain_flags": pretrain_flags("capt", args.steps, "WORK/minilm_head", args.smoke, precision),
+        "data": args.data,
+        "pretrain_flags": pretrain_flags("capt", args.steps, "WORK/minilm_head", args.smoke, precision, args.data),
         "precision": precision,
         "models": list(MODELS), "mlm_time_steps": variant_steps("mlm_time", args.steps), "head_steps": args.head_steps,
         "finetune_steps": args.finetune_steps, "seeds": args.seeds, "tasks": args.tasks,
@@ -254,17 +286,20 @@ def main() -> None:
                                                args.finetune_steps, examples, full_cap, precision),
         "probe_sentences": probe_n, "noise_rate": 0.15,
     }
+    if args.base_runs_from:
+        copy_base_runs(args.base_runs_from, args.json, settings)
     if "head" in args.stages:
         run_sweep(args.json, [{"stage": "head", "model": "minilm"}],
-                  make_head(args.work, base, args.head_steps, args.smoke), key, parallel=1, settings=settings)
+                  make_head(args.work, base, args.head_steps, args.smoke, args.data), key, parallel=1, settings=settings)
     if "pretrain" in args.stages:
         # the two longest runs first (mlm_time, capt: the same CPU time), so two processes finish together
         jobs = [{"stage": "pretrain", "model": m} for m in ("mlm_time", "capt", "mlm")]
-        run_sweep(args.json, jobs, make_pretrain(args.work, args.steps, args.smoke, precision), key,
+        run_sweep(args.json, jobs, make_pretrain(args.work, args.steps, args.smoke, precision, args.data), key,
                   parallel=min(args.parallel, len(PRETRAINED)), settings=settings)
     if "probe" in args.stages:
         jobs = [{"stage": "probe", "model": m} for m in MODELS]
-        run_sweep(args.json, jobs, make_probe(args.work, base, probe_n), key, parallel=1, settings=settings)
+        run_sweep(args.json, jobs, make_probe(args.work, base, probe_n, args.data), key, parallel=1,
+                  settings=settings)
     if "finetune" in args.stages:
         jobs = [{"stage": "finetune", "regime": regime, "model": m, "task": t, "seed": s}
                 for regime, seeds in (("k16", args.seeds), ("n1000", args.full_seeds))

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -75,6 +76,26 @@ def test_the_readme_block_renders_every_stage(tmp_path):
     runs = _made_up_runs(seeds)[:-1]  # one fine-tuning run missing
     path.write_text(json.dumps({"settings": settings, "runs": runs}))
     assert f"INCOMPLETE: {len(runs)} of {len(runs) + 1} jobs" in render.render_reproduction(path)
+
+
+def test_base_runs_are_copied_only_from_a_sweep_with_the_same_fine_tuning(tmp_path, capsys):
+    repro, render = _load("reproduce"), _load("render_table")
+    flags = repro.pretrain_flags("capt", 10, "m", smoke=False, data="builtin-text+toy")
+    assert flags[flags.index("--data") + 1] == "builtin-text+toy"
+    settings = {"base_model": "minilm", "precision": "fp32", "finetune_steps": 50, "full_examples": 1000,
+                "finetune_flags": ["a"], "finetune_flags_n1000": ["b"]}
+    source = tmp_path / "capt_reproduction.json"
+    source.write_text(json.dumps({"settings": settings, "runs": _made_up_runs([13, 21])}))
+    target = tmp_path / "new.json"
+    repro.copy_base_runs(source, target, settings)
+    copied = json.loads(target.read_text())["runs"]
+    assert len(copied) == 4 and {(r["stage"], r["model"], r["from"]) for r in copied} == {
+        ("finetune", "minilm", "capt_reproduction.json")}
+    repro.copy_base_runs(source, target, settings)  # again: nothing twice
+    assert len(json.loads(target.read_text())["runs"]) == 4
+    assert "copied with `--base_runs_from`" in render.copied_note(copied)
+    with pytest.raises(SystemExit, match=r"other settings \(finetune_steps\)"):
+        repro.copy_base_runs(source, target, {**settings, "finetune_steps": 100})
 
 
 def test_precision_flags_follow_the_choice():

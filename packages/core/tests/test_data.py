@@ -202,6 +202,8 @@ def test_package_datasets_are_listed_prepared_and_read_by_masked_lm(package_corp
     splits = build_task("masked_lm", {}, DataSource(data="toy-corpus")).load()
     assert splits["train"]["text"] == ["one line", "two lines"] and splits["validation"]["text"] == ["three lines"]
     assert "test" not in splits  # an empty split is left out
+    mixed = build_task("masked_lm", {}, DataSource(data="toy-corpus+trec")).load()
+    assert mixed["train"]["text"][:2] == ["one line", "two lines"] and len(mixed["test"]) > 0
     assert main(["data", "prepare", "nope"]) != 0
     err = capsys.readouterr().err
     assert "unknown builtin dataset 'nope'" in err and "toy-corpus" in err

@@ -344,6 +344,19 @@ def test_builtin_corpora_are_the_datasets_texts():
     assert len(every["validation"]) > len(splits["validation"])
 
 
+def test_corpora_joined_with_plus_are_concatenated_split_by_split_and_no_eval_line_is_trained_on():
+    rt, trec = (load_builtin(name).splits for name in ("rt-polarity", "trec"))
+    both = _task(data="rt-polarity+trec").load()
+    assert list(both["train"]["text"]) == list(rt["train"]["text"]) + list(trec["train"]["text"])
+    assert list(both["test"]["text"])[: len(rt["test"])] == list(rt["test"]["text"])
+    train = set(both["train"]["text"])
+    assert not train & set(both["validation"]["text"]) and not train & set(both["test"]["text"])
+    with pytest.raises(DataError, match=r"names a corpus twice \(builtin-text already holds every builtin dataset\)"):
+        _task(data="builtin-text+sms-spam").load()
+    with pytest.raises(DataError, match=r"unknown corpus 'wiki'.*or several joined with '\+'"):
+        _task(data="trec+wiki").load()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 Data (`load`): `--train_file` / `--validation_file` / `--test_file` as `.txt` (one example per line, blank lines
 skipped) or `.jsonl` (the field named by the first of `--text_columns`, default `text`), or `--data NAME` with NAME a
 builtin dataset of `plmkit.core.data` (its texts; labels ignored), `builtin-text` (every builtin dataset's texts
-together) or a text corpus an installed package registers (`plmkit.core.data.DATASETS` entries with `texts()`). Without a validation file, a fixed 5% of the training lines is held out (a NumPy permutation seeded with
-`plmkit.core.data.SPLIT_SEED`, the same in every run). `--max_train_samples` / `--max_eval_samples` count lines.
+together), a text corpus an installed package registers (`plmkit.core.data.DATASETS` entries with `texts()`), or
+several of these joined with "+" (e.g. `builtin-text+wordnet-definitions`: the splits concatenated, a line kept only
+in the first split that has it). Without a validation file, a fixed 5% of the training lines is held out (a NumPy
+permutation seeded with `plmkit.core.data.SPLIT_SEED`, the same in every run). `--max_train_samples` / `--max_eval_samples` count lines.
 
 Encoding (`packing`): `line` makes each line one example, truncated to `--max_length`; `blocks` tokenizes every line
 with its special tokens, concatenates them and cuts blocks of `--max_length` tokens, as `group_texts` in
@@ -359,29 +361,39 @@ class MaskedLMTask(Task):
 
     @staticmethod
     def _builtin(name: str) -> dict[str, list[str]]:
-        if name != BUILTIN_TEXT and name not in BUILTIN:
-            if name in DATASETS.entries():
-                corpus = DATASETS.get(name)
-                if not hasattr(corpus, "texts"):
-                    raise DataError(f"dataset {name!r} is not a text corpus (it has no texts()); task masked_lm "
-                                    f"cannot read it")
-                return {split: list(rows) for split, rows in corpus.texts().items() if rows}
-            raise DataError(f"unknown corpus {name!r}: --data takes a builtin dataset (its texts: "
-                            f"{', '.join(BUILTIN)}), {BUILTIN_TEXT} (all of them) or a text corpus of an installed "
-                            f"package ({', '.join(DATASETS.names()) or 'none installed'})")
-        names = list(BUILTIN) if name == BUILTIN_TEXT else [name]
+        """The splits of `--data NAME`: one corpus, or several joined with "+" (builtin-text expands to every builtin
+        dataset), concatenated split by split in the order named. A line already in an earlier split (train, then
+        validation, then test) is dropped from the later one, so no evaluation text is trained on."""
+        names = [n for part in name.split("+") for n in (list(BUILTIN) if part == BUILTIN_TEXT else [part])]
+        if len(set(names)) < len(names):
+            raise DataError(f"--data {name!r} names a corpus twice ({BUILTIN_TEXT} already holds every builtin "
+                            f"dataset)")
         rows: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
         for each in names:
-            splits = load_builtin(each).splits
-            for split in rows:
-                if split in splits:
-                    rows[split] += list(splits[split]["text"])
-        if name == BUILTIN_TEXT:  # a sentence shared by two datasets stays in the first split that has it
+            for split, texts in MaskedLMTask._corpus(each).items():
+                rows.setdefault(split, []).extend(texts)
+        if len(names) > 1:
             seen = set(rows["train"])
-            rows["validation"] = [t for t in rows["validation"] if t not in seen]
-            seen.update(rows["validation"])
-            rows["test"] = [t for t in rows["test"] if t not in seen]
+            for split in _EVAL_SPLITS:
+                rows[split] = [t for t in rows[split] if t not in seen]
+                seen.update(rows[split])
         return {k: v for k, v in rows.items() if v}
+
+    @staticmethod
+    def _corpus(name: str) -> dict[str, list[str]]:
+        """The text splits of one corpus: a builtin dataset's texts, or a registered corpus's `texts()`."""
+        if name in BUILTIN:
+            splits = load_builtin(name).splits
+            return {split: list(splits[split]["text"]) for split in splits}
+        if name in DATASETS.entries():
+            corpus = DATASETS.get(name)
+            if not hasattr(corpus, "texts"):
+                raise DataError(f"dataset {name!r} is not a text corpus (it has no texts()); task masked_lm "
+                                f"cannot read it")
+            return {split: list(rows) for split, rows in corpus.texts().items() if rows}
+        raise DataError(f"unknown corpus {name!r}: --data takes a builtin dataset (its texts: "
+                        f"{', '.join(BUILTIN)}), {BUILTIN_TEXT} (all of them), a text corpus of an installed "
+                        f"package ({', '.join(DATASETS.names()) or 'none installed'}), or several joined with '+'")
 
     @property
     def description(self) -> str:
