@@ -222,7 +222,9 @@ def render_reproductions() -> str:
     if REPRO_WORDNET.exists():
         blocks += ["### The same on a larger corpus: the builtin texts and WordNet's definitions",
                    "`reproduce.py --data builtin-text+wordnet-definitions --json "
-                   "results/capt_reproduction_wordnet.json` (WordNet 3.1, from plmkit-knowledge-pretraining).",
+                   "results/capt_reproduction_wordnet.json --base_runs_from results/capt_reproduction.json`: WordNet "
+                   "3.1's 104,545 definition lines (plmkit-knowledge-pretraining's `wordnet-definitions`) after the "
+                   "builtin texts, everything else as above.",
                    render_reproduction(REPRO_WORDNET)]
     return "\n\n".join(blocks)
 
