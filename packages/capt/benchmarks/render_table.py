@@ -192,8 +192,7 @@ def render_reproduction(path: Path = REPRO) -> str:
                                                       f"to finish, it resumes)")
     return "\n".join([
         f"Setup: {s['base_model']} continued on `--data {s.get('data', 'builtin-text')}` for {s['pretrain_steps']:,} "
-        f"steps (batch 32, "
-        f"max_length 64, lr 5e-5, {s.get('precision', 'bf16')}, seed 42"
+        f"steps (batch 32, max_length 64, lr 5e-5, {s.get('precision', 'bf16')}, seed 42"
         + (f"; MLM only, same CPU time: {s['mlm_time_steps']:,} steps" if "mlm_time_steps" in s else "")
         + head_note(runs)
         + f"), then fine-tuned with K = 16 per class, {s['finetune_steps']} steps, seeds {s['seeds']}"

@@ -18,8 +18,8 @@ Stages (one json, tools/bench/sweep.py; rerun to resume, keep --work: the later 
 1. `pretrain`: MiniLM with that head (`minilm`) continues pre-training on `--data` (default `builtin-text`: every
    builtin dataset's training texts, their test texts not in it; `builtin-text+wordnet-definitions` adds WordNet 3.1's
    definitions from plmkit-knowledge-pretraining) with task masked_lm, 15% BERT masking, max_length 64, batch 32,
-   `--steps` steps (default 1,000: 1.4 epochs of builtin-text's 707 batches), lr 5e-5, 6% warm-up, weight decay 0.01, seed 42,
-   bf16 autocast where it is fast, else fp32 (`--precision`, recorded in the json): `mlm` (method finetune: the MLM
+   `--steps` steps (default 1,000: 1.4 epochs of builtin-text's 707 batches), lr 5e-5, 6% warm-up, weight decay
+   0.01, seed 42, bf16 autocast where it is fast, else fp32 (`--precision`, recorded in the json): `mlm` (method finetune: the MLM
    loss only) and `capt` (method capt, every option at its default), the same steps, data order and learning rates;
    and `mlm_time`, MLM only for as many more steps as a CAPT step costs (the CPU-time ratio of results/capt_perf.json,
    1.89: 1,888 steps), the comparison at equal compute. CPU time stands in for the wall-clock time of the plan: on

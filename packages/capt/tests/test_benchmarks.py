@@ -78,7 +78,7 @@ def test_the_readme_block_renders_every_stage(tmp_path):
     assert f"INCOMPLETE: {len(runs)} of {len(runs) + 1} jobs" in render.render_reproduction(path)
 
 
-def test_base_runs_are_copied_only_from_a_sweep_with_the_same_fine_tuning(tmp_path, capsys):
+def test_base_runs_are_copied_only_from_a_sweep_with_the_same_fine_tuning(tmp_path):
     repro, render = _load("reproduce"), _load("render_table")
     flags = repro.pretrain_flags("capt", 10, "m", smoke=False, data="builtin-text+toy")
     assert flags[flags.index("--data") + 1] == "builtin-text+toy"

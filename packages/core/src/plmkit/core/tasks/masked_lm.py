@@ -6,7 +6,8 @@ builtin dataset of `plmkit.core.data` (its texts; labels ignored), `builtin-text
 together), a text corpus an installed package registers (`plmkit.core.data.DATASETS` entries with `texts()`), or
 several of these joined with "+" (e.g. `builtin-text+wordnet-definitions`: the splits concatenated, a line kept only
 in the first split that has it). Without a validation file, a fixed 5% of the training lines is held out (a NumPy
-permutation seeded with `plmkit.core.data.SPLIT_SEED`, the same in every run). `--max_train_samples` / `--max_eval_samples` count lines.
+permutation seeded with `plmkit.core.data.SPLIT_SEED`, the same in every run). `--max_train_samples` /
+`--max_eval_samples` count lines.
 
 Encoding (`packing`): `line` makes each line one example, truncated to `--max_length`; `blocks` tokenizes every line
 with its special tokens, concatenates them and cuts blocks of `--max_length` tokens, as `group_texts` in
