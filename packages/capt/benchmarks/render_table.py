@@ -8,6 +8,8 @@ capt_vl_retrieval.json), and draws results/capt_geometry.png (alignment and unif
 are generated, never typed.
 
     .venv/bin/python packages/capt/benchmarks/render_table.py [--check]
+
+The plots need matplotlib (the `bench` extra); `--check` does not draw them.
 """
 
 from __future__ import annotations
@@ -159,7 +161,11 @@ def plot(path: Path) -> None:
     probes = {r["model"]: r for r in json.loads(path.read_text())["runs"] if r["stage"] == "probe" and "geometry" in r}
     if not probes:
         return
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        sys.exit("render_table.py draws results/capt_geometry*.png with matplotlib, which is not installed: "
+                 "pip install 'plmkit-capt[bench]' (--check needs no plotting)")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

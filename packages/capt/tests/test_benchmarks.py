@@ -78,6 +78,15 @@ def test_the_readme_block_renders_every_stage(tmp_path):
     assert f"INCOMPLETE: {len(runs)} of {len(runs) + 1} jobs" in render.render_reproduction(path)
 
 
+def test_plotting_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
+    render = _load("render_table")
+    path = tmp_path / "repro.json"
+    path.write_text(json.dumps({"settings": {}, "runs": _made_up_runs([13])}))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets where it is not installed
+    with pytest.raises(SystemExit, match=r"plmkit-capt\[bench\]"):
+        render.plot(path)
+
+
 def test_base_runs_are_copied_only_from_a_sweep_with_the_same_fine_tuning(tmp_path):
     repro, render = _load("reproduce"), _load("render_table")
     flags = repro.pretrain_flags("capt", 10, "m", smoke=False, data="builtin-text+toy")
