@@ -29,6 +29,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -48,18 +49,21 @@ def key(r: dict) -> tuple:
     return r["arm"], r["seed"]
 
 
-def train_tower(work: Path, steps: int, train: list[dict], test: list[dict], smoke: bool) -> tuple[Path, dict]:
+def train_tower(work: Path, steps: int, load_splits: Callable[[], dict[str, list[dict]]],
+                smoke: bool) -> tuple[Path, dict]:
     """The image encoder every SemVLP model starts from: the dual-encoder baseline's tower (`plmkit.vlp.dual_encoder`:
-    the timm encoder trained from random init into frozen MiniLM's sentence space with InfoNCE on the `train` rows,
-    seed 1), trained once and kept in `work`. Returns its weights file and its retrieval metrics on `test`."""
+    the timm encoder trained from random init into frozen MiniLM's sentence space with InfoNCE on the train rows of
+    `load_splits()`, seed 1), trained once and kept in `work` (the pairs are loaded only then). Returns its weights
+    file and its retrieval metrics on the test rows."""
     from plmkit.vlp.dual_encoder import train_dual_encoder
 
     weights, metrics_file = work / f"tower-{steps}.safetensors", work / f"tower-{steps}.json"
     if not weights.exists():
         encoder, text, batch = ("test_resnet", "tiny-bert", 4) if smoke else ("resnet18", "minilm", 32)
         lr, seed = 1e-3, 1
-        metrics = train_dual_encoder(train, test, encoder, 64, steps, batch, lr, seed, text_model=text, max_length=32,
-                                     save_to=weights)
+        splits = load_splits()
+        metrics = train_dual_encoder(splits["train"], splits["test"], encoder, 64, steps, batch, lr, seed,
+                                     text_model=text, max_length=32, save_to=weights)
         metrics_file.write_text(json.dumps({"steps": steps, "batch_size": batch, "learning_rate": lr, "seed": seed,
                                             **metrics}))
     return weights, json.loads(metrics_file.read_text())
@@ -154,9 +158,11 @@ def main() -> None:
     if args.tower_steps:
         from plmkit.vlp.data import load_builtin_pairs, read_pairs
 
-        splits = ({s: read_pairs(paths[s], split=s) for s in ("train", "test")} if args.smoke
-                  else load_builtin_pairs("emoji"))
-        tower, tower_metrics = train_tower(args.work, args.tower_steps, splits["train"], splits["test"], args.smoke)
+        def load_splits() -> dict[str, list[dict]]:
+            return ({s: read_pairs(paths[s], split=s) for s in ("train", "test")} if args.smoke
+                    else load_builtin_pairs("emoji"))
+
+        tower, tower_metrics = train_tower(args.work, args.tower_steps, load_splits, args.smoke)
     settings = {"data": "coloured shapes (smoke)" if args.smoke else "the emoji builtin", "steps": args.steps, "seeds": args.seeds,
                 "mlm_weight": args.mlm_weight, "arms": arms_so_far(args.json, args.arms), "eval_examples": args.eval_examples,
                 "image_encoder": ({"from": "dual-encoder tower", **tower_metrics} if tower else "random"),
