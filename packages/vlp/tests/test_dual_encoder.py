@@ -22,7 +22,7 @@ def test_clip_loss_is_symmetric_infonce():
     assert float(aligned) < 1e-3  # perfectly aligned rows, a sharp scale: no loss
 
 
-def test_dual_encoder_trains_and_retrieves_over_the_whole_split(tmp_path):
+def test_dual_encoder_trains_and_retrieves_over_the_whole_split(tmp_path, monkeypatch):
     model = DualEncoder("test_resnet", 64, text_dim=16)
     assert math.isclose(float(model.scale().detach()), 1 / 0.07, rel_tol=1e-5)
     vectors = model.encode_image(torch.randn(3, 3, 64, 64))
@@ -34,8 +34,15 @@ def test_dual_encoder_trains_and_retrieves_over_the_whole_split(tmp_path):
     assert set(metrics) == {f"emb_{d}_r{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)} | {"train_seconds"}
     assert all(0.0 <= metrics[f"emb_t2i_r{k}"] <= 1.0 for k in (1, 5, 10))
     assert metrics["emb_t2i_r1"] <= metrics["emb_t2i_r5"] <= metrics["emb_t2i_r10"] == 1.0  # 6 images: R@10 is 1
-    again = train_dual_encoder(train, test, "test_resnet", 64, steps=3, batch_size=4, learning_rate=1e-3, seed=0,
-                               text_model="tiny-bert")
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("PLMKIT_NUM_THREADS", "1")  # the threads follow plmkit's setting, as in `plmkit train`
+    try:
+        torch.set_num_threads(2)
+        again = train_dual_encoder(train, test, "test_resnet", 64, steps=3, batch_size=4, learning_rate=1e-3, seed=0,
+                                   text_model="tiny-bert")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert {k: v for k, v in again.items() if k != "train_seconds"} == {
         k: v for k, v in metrics.items() if k != "train_seconds"}  # seeded
 

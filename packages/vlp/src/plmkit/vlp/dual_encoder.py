@@ -83,12 +83,18 @@ def train_dual_encoder(train: list[dict[str, Any]], test: list[dict[str, Any]], 
                        steps: int, batch_size: int, learning_rate: float, seed: int,
                        timm_model_args: dict[str, Any] | None = None, text_model: str = "minilm",
                        max_length: int = 32, warmup_ratio: float = 0.1, weight_decay: float = 0.01,
-                       device: str | torch.device = "cpu", save_to: str | Path | None = None) -> dict[str, float]:
+                       device: str | torch.device = "cpu", save_to: str | Path | None = None,
+                       num_threads: int | None = None) -> dict[str, float]:
     """Train on `train` rows (`image` path, `text`) and return retrieval metrics on `test` (whole split):
     `emb_t2i_r{1,5,10}`, `emb_i2t_r{1,5,10}`, and `train_seconds`. `save_to`: also write the trained timm
-    backbone's weights there (safetensors), for `plmkit vlp init --image_encoder_from`."""
+    backbone's weights there (safetensors), for `plmkit vlp init --image_encoder_from`. `num_threads`: torch's CPU
+    threads for the process, as `plmkit train` sets them (default: `PLMKIT_NUM_THREADS`, else the cores the load
+    average leaves free)."""
     from transformers import get_linear_schedule_with_warmup
 
+    from plmkit.core.training import auto_num_threads
+
+    torch.set_num_threads(num_threads or auto_num_threads())
     torch.manual_seed(seed)
     args = timm_args(timm_model_name, timm_model_args, image_size)
     _, transform = image_transforms(timm_model_name, args)
