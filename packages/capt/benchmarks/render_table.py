@@ -204,7 +204,7 @@ def render_reproduction(path: Path = REPRO) -> str:
         + f"), then fine-tuned with K = 16 per class, {s['finetune_steps']} steps, seeds {s['seeds']}"
         + (f", and with the first {s['full_examples']:,} training examples, 2 epochs, seeds {full_seeds}"
            if full_seeds else "")
-        + f". Status: {status}." + copied_note(runs),
+        + f". Status: {status}." + copied_note(runs) + pretrained_again_note(runs),
         "", "#### Continued pre-training", "", pretrain_table(runs),
         "", "#### Few-shot fine-tuning (test accuracy %, mean ± std over seeds)", "", finetune_tables(runs, s["tasks"]),
         *(["", f"#### Fine-tuning on {s['full_examples']:,} examples (test accuracy %, mean ± std over seeds)", "",
@@ -219,6 +219,29 @@ def copied_note(runs: list[dict]) -> str:
         return ""
     return (f" The {NAMES['minilm']} fine-tuning runs are those of {', '.join(sources)} (the same settings; copied with "
             "`--base_runs_from`, as the base model never sees the pre-training corpus).")
+
+
+def pretrained_again_note(runs: list[dict]) -> str:
+    """Fine-tuning runs marked `pretrained_again` (a results json of the head and pretrain stages, run again with the
+    same recipe after the first run's pre-trained folders were lost) start from those models: say which, and how
+    close the second pre-training came to the first."""
+    again = [r for r in runs if "pretrained_again" in r]
+    if not again:
+        return ""
+    (source,) = {r["pretrained_again"] for r in again}
+    second = json.loads((RESULTS / source).read_text())
+    first = {r["model"]: r for r in runs if r["stage"] == "pretrain"}
+    pairs = [(r["model"], first[r["model"]]["eval_masked_loss"], r["eval_masked_loss"])
+             for r in second["runs"] if r["stage"] == "pretrain"]
+    losses = "; ".join(f"{NAMES[m]} {a:.4f} -> {b:.4f}" for m, a, b in pairs)
+    gap = max(abs(a - b) for _, a, b in pairs)
+    which = sorted({(r["regime"], r["seed"]) for r in again})
+    precision = second["settings"]["precision"]
+    return (f" {len(again)} fine-tuning runs ({', '.join(f'{g} seed {s}' for g, s in which)}, marked "
+            f"`pretrained_again` in the json) start from a second pre-training run with the same settings, seed and "
+            f"data ({source}: the first run's pre-trained folders were lost with its machine; the second ran "
+            f"{'in bf16 autocast' if precision == 'bf16' else 'in ' + precision} on another CPU). Its validation "
+            f"masked loss differs from the first's by at most {gap:.4f} (first -> second: {losses}).")
 
 
 def render_reproductions() -> str:

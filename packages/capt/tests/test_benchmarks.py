@@ -78,6 +78,23 @@ def test_the_readme_block_renders_every_stage(tmp_path):
     assert f"INCOMPLETE: {len(runs)} of {len(runs) + 1} jobs" in render.render_reproduction(path)
 
 
+def test_runs_from_a_second_pre_training_are_named_with_its_losses(tmp_path, monkeypatch):
+    render = _load("render_table")
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    runs = _made_up_runs([13, 42])
+    assert render.pretrained_again_note(runs) == ""
+    again = [{**r, "eval_masked_loss": r.get("eval_masked_loss", 7.0) + 0.0004}
+             for r in runs if r["stage"] in ("head", "pretrain")]
+    (tmp_path / "again.json").write_text(json.dumps({"settings": {"precision": "bf16"}, "runs": again}))
+    for r in runs:
+        if r["stage"] == "finetune" and r["seed"] == 42 and r["regime"] == "n1000" and r["model"] != "minilm":
+            r["pretrained_again"] = "again.json"
+    note = render.pretrained_again_note(runs)
+    assert note.startswith(" 3 fine-tuning runs (n1000 seed 42, marked `pretrained_again`")
+    assert "(again.json:" in note and "in bf16 autocast" in note and "by at most 0.0004" in note
+    assert "MLM + CAPT 3.0000 -> 3.0004" in note
+
+
 def test_plotting_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
     render = _load("render_table")
     path = tmp_path / "repro.json"
