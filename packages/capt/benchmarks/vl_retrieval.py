@@ -105,7 +105,12 @@ def arms_so_far(path: Path, arms: list[str]) -> dict[str, float]:
     return {arm: weight for arm, weight in ARMS.items() if arm in names}
 
 
-def make_run(work: Path, folders: dict[int, Path], steps: int, mlm_weight: float, data: list[str], eval_examples: int):
+def make_run(work: Path, folders: dict[int, Path], steps: int, mlm_weight: float, data: list[str], eval_examples: int,
+             tower_metrics: dict | None = None):
+    """`tower_metrics`: the tower's own metrics; its R@1 is recorded in every run (`tower_t2i_r1`), so runs from a
+    tower trained again (the same recipe, another machine) stay told apart."""
+    tower = {"tower_t2i_r1": tower_metrics["emb_t2i_r1"]} if tower_metrics else {}
+
     def run_one(job: dict) -> dict:
         model = folders[job["seed"]]
         with tempfile.TemporaryDirectory(dir=work, prefix="vl_") as tmp:
@@ -114,7 +119,7 @@ def make_run(work: Path, folders: dict[int, Path], steps: int, mlm_weight: float
             history = json.loads((out / "trainer_state.json").read_text())["log_history"]
         curve = [{k: h[k] for k in ("step", "loss/task", "loss/mlm", "loss/capt") if k in h}
                  for h in history if "loss/task" in h]
-        return {**{k: m[k] for k in KEEP if k in m}, "steps": steps, "curve": curve}
+        return {**{k: m[k] for k in KEEP if k in m}, "steps": steps, **tower, "curve": curve}
 
     return run_one
 
@@ -170,7 +175,8 @@ def main() -> None:
     jobs = [{"arm": arm, "seed": s} for s in args.seeds for arm in args.arms]  # seed-major: partial runs stay paired
     # built before the parallel jobs, so two jobs never write one seed's folder at once
     folders = {seed: init_model(args.work, seed, args.smoke, tower) for seed in args.seeds}
-    run_sweep(args.json, jobs, make_run(args.work, folders, args.steps, args.mlm_weight, data, args.eval_examples), key,
+    run_sweep(args.json, jobs,
+              make_run(args.work, folders, args.steps, args.mlm_weight, data, args.eval_examples, tower_metrics), key,
               parallel=args.parallel, settings=settings)
 
 

@@ -95,6 +95,16 @@ def test_runs_from_a_second_pre_training_are_named_with_its_losses(tmp_path, mon
     assert "MLM + CAPT 3.0000 -> 3.0004" in note
 
 
+def test_a_tower_trained_again_is_named_per_seed():
+    render = _load("render_table")
+    encoder = {"emb_t2i_r1": 0.25}
+    runs = [{"seed": s, "arm": a} for s in (1, 2) for a in ("capt", "no_capt")]
+    assert render.tower_r1(encoder, runs) == "25.0%"
+    for r in runs:
+        r["tower_t2i_r1"] = 0.2 if r["seed"] == 1 else 0.25
+    assert render.tower_r1(encoder, runs).startswith("20.0% for seeds [1], 25.0% for seeds [2]: one tower per group")
+
+
 def test_plotting_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
     render = _load("render_table")
     path = tmp_path / "repro.json"
@@ -184,6 +194,7 @@ def test_the_vision_language_smoke_starts_both_arms_from_the_trained_tower(tmp_p
     assert {(r["arm"], r["seed"]) for r in result["runs"]} == {("capt", 1), ("no_capt", 1)}
     encoder = result["settings"]["image_encoder"]
     assert encoder["from"] == "dual-encoder tower" and encoder["steps"] == 2 and 0 <= encoder["emb_t2i_r1"] <= 1
+    assert all(r["tower_t2i_r1"] == encoder["emb_t2i_r1"] for r in result["runs"])  # each run names its tower
     tower = load_file(str(work / "tower-2.safetensors"))
     start = load_model(str(work / "init-1"), kind="masked-lm")[0].base_model.image_encoder.backbone.state_dict()
     assert all(torch.equal(start[k], tower[k]) for k in tower)
