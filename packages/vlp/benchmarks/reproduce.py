@@ -76,7 +76,7 @@ def semvlp_run(arm: str, encoder: str, size: int, seed: int, args: argparse.Name
 
 def dual_run(encoder: str, size: int, seed: int, args: argparse.Namespace, splits: dict[str, list]) -> dict[str, Any]:
     return train_dual_encoder(splits["train"], splits["test"], encoder, size, args.max_steps, args.batch_size,
-                              args.dual_lr, seed, text_model=args.text, max_length=32)
+                              args.dual_lr, seed, text_model=args.text, max_length=32, num_threads=args.threads)
 
 
 def main() -> None:
