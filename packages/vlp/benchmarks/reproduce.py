@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +36,19 @@ from typing import Any
 
 import torch
 
-from plmkit.core.cli import main as plmkit
-from plmkit.vlp.commands import build_model, rank_images
-from plmkit.vlp.data import load_builtin_pairs, read_pairs
-from plmkit.vlp.dual_encoder import train_dual_encoder
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+from sweep import (  # noqa: E402
+    add_precision_option,
+    plmkit_train,
+    precision_flags,
+    resolve_precision,
+    run_sweep,
+    write_json,
+)
+
+from plmkit.vlp.commands import build_model, rank_images  # noqa: E402
+from plmkit.vlp.data import load_builtin_pairs, read_pairs  # noqa: E402
+from plmkit.vlp.dual_encoder import train_dual_encoder  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "vlp_reproduction.json"
@@ -49,34 +59,50 @@ SMOKE_ENCODERS = {"test_resnet": 64, "test_vit": 32}
 QUERIES = ["dog face", "red apple", "airplane", "smiling face with heart eyes"]
 
 
-def semvlp_run(arm: str, encoder: str, size: int, seed: int, args: argparse.Namespace, data: list[str],
-               work: Path) -> dict[str, Any]:
+def init_folder(encoder: str, size: int, seed: int, args: argparse.Namespace, work: Path) -> Path:
+    """The SemVLP model every arm of (encoder, seed) starts from, built once (before the parallel jobs, so two jobs
+    never write one folder at once)."""
     folder = work / f"init-{encoder}-{seed}"
     if not folder.exists():
         model, processor = build_model(args.text, encoder, size, seed, args.image_encoder_from, **args.model_options)
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
-    out = work / f"{arm}-{encoder}-{seed}"
-    shutil.rmtree(out, ignore_errors=True)
+    return folder
+
+
+def semvlp_flags(arm: str, seed: int, folder: Path, args: argparse.Namespace, data: list[str]) -> list[str]:
+    eval_limit = ["--max_eval_samples", str(args.eval_examples)] if args.eval_examples else []
+    return ["--model_name_or_path", str(folder), *data, *eval_limit, "--task", "image_text",
+            "--task.eval_modes", "single,two", "--method", "semvlp", "--method.mode_schedule", arm,
+            "--method.image_encoder_learning_rate", str(args.image_lr), *args.method_flags,
+            "--max_steps", str(args.max_steps), "--per_device_train_batch_size", str(args.batch_size),
+            "--per_device_eval_batch_size", "64", "--learning_rate", str(args.lr), "--warmup_steps", "0.1",
+            "--weight_decay", "0.01", "--max_length", "32", "--seed", str(seed), "--save_strategy", "no",
+            "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", str(max(1, args.max_steps // 10)),
+            *precision_flags(args.precision)]
+
+
+def semvlp_run(job: dict, args: argparse.Namespace, data: list[str], work: Path) -> dict[str, Any]:
+    folder = work / f"init-{job['encoder']}-{job['seed']}"
+    out = work / f"{job['arm']}-{job['encoder']}-{job['seed']}"
     start = time.perf_counter()
-    code = plmkit(["train", "--model_name_or_path", str(folder), *data, "--output_dir", str(out),
-                   "--task", "image_text", "--task.eval_modes", "single,two", "--method", "semvlp",
-                   "--method.mode_schedule", arm, "--method.image_encoder_learning_rate", str(args.image_lr),
-                   *args.method_flags, "--max_steps", str(args.max_steps), "--per_device_train_batch_size",
-                   str(args.batch_size), "--per_device_eval_batch_size", "64", "--learning_rate", str(args.lr),
-                   "--warmup_steps", str(int(0.1 * args.max_steps)), "--weight_decay", "0.01", "--max_length", "32", "--seed", str(seed),
-                   "--num_threads", str(args.threads), "--save_strategy", "no", "--report_to", "none",
-                   "--disable_tqdm", "true", "--logging_steps", str(max(1, args.max_steps // 10))])
-    if code != 0:
-        raise SystemExit(f"plmkit train exited {code} for {arm} {encoder} seed {seed}")
-    metrics = json.loads((out / "metrics.json").read_text())
-    kept = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_") and ("_r" in k or k == "test_loss")}
-    return {**kept, "train_seconds": round(time.perf_counter() - start, 1), "run_dir": str(out)}
+    metrics = plmkit_train(semvlp_flags(job["arm"], job["seed"], folder, args, data), out, threads=args.threads)
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    curve = [{k: round(h[k], 4) for k in ("loss/task", "loss/mlm", "loss/visual_regression", "loss/visual_codebook")
+              if k in h} | {"step": h["step"]} for h in history if "loss/task" in h]
+    kept = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_") and ("_r" in k or k in
+                                                                                           ("test_loss", "test_accuracy"))}
+    return {**kept, "train_seconds": round(time.perf_counter() - start, 1), "cpu_s": metrics["process_cpu_s"],
+            "precision": args.precision, "curve": curve, "run_dir": str(out)}
 
 
-def dual_run(encoder: str, size: int, seed: int, args: argparse.Namespace, splits: dict[str, list]) -> dict[str, Any]:
-    return train_dual_encoder(splits["train"], splits["test"], encoder, size, args.max_steps, args.batch_size,
-                              args.dual_lr, seed, text_model=args.text, max_length=32, num_threads=args.threads)
+def dual_run(job: dict, args: argparse.Namespace, splits: dict[str, list]) -> dict[str, Any]:
+    test = splits["test"][:args.eval_examples] if args.eval_examples else splits["test"]
+    cpu = time.process_time()
+    metrics = train_dual_encoder(splits["train"], test, job["encoder"], args.encoders[job["encoder"]], args.max_steps,
+                                 args.batch_size, args.dual_lr, job["seed"], text_model=args.text, max_length=32,
+                                 num_threads=args.threads)
+    return {**metrics, "cpu_s": round(time.process_time() - cpu, 1), "precision": "fp32"}
 
 
 def main() -> None:
@@ -87,9 +113,14 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=1500)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4, help="SemVLP trunk and heads")
-    parser.add_argument("--image_lr", type=float, default=1e-3, help="SemVLP's random-init timm encoder")
+    parser.add_argument("--image_lr", type=float, default=1e-3, help="SemVLP's timm encoder")
     parser.add_argument("--dual_lr", type=float, default=1e-3, help="the dual encoder's image tower")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    parser.add_argument("--eval_examples", type=int, default=0,
+                        help="retrieval among the first N test emoji (0: the whole split; the matching head scores "
+                             "N x N pairs in each mode, so the whole 300-emoji split costs more CPU than training)")
+    add_precision_option(parser)
     parser.add_argument("--work_dir", default=None, help="run folders (default: a temporary folder, deleted)")
     parser.add_argument("--output", default=str(OUT))
     parser.add_argument("--figure", action="store_true", help=f"write {FIGURE.name} from the last alternating run")
@@ -100,7 +131,10 @@ def main() -> None:
     parser.add_argument("--method_option", nargs="*", default=[], metavar="KEY=VALUE",
                         help="semvlp options for the SemVLP arms, e.g. mlm_weight=0.05 (STATUS.md: term weights)")
     args = parser.parse_args()
+    if args.eval_examples < 0:
+        raise SystemExit(f"--eval_examples must be >= 0, got {args.eval_examples}")
     torch.set_num_threads(args.threads)
+    args.precision = resolve_precision(args.precision)
     args.method_flags = []
     for pair in args.method_option:
         key, _, value = pair.partition("=")
@@ -118,40 +152,43 @@ def main() -> None:
         args.text = "tiny-bert"
         args.model_options = {"codebook_size": 8, "cross_attention_layers": 1}
         args.method_flags += ["--method.codebook_samples", "64", "--method.kmeans_iterations", "3"]
-        encoders = {e: SMOKE_ENCODERS[e] for e in (args.encoders or SMOKE_ENCODERS)}
+        args.encoders = {e: SMOKE_ENCODERS[e] for e in (args.encoders or SMOKE_ENCODERS)}
     else:
         data = ["--data", "emoji"]
         splits = load_builtin_pairs("emoji")
         args.text = "minilm"
-        encoders = {e: ENCODERS.get(e, 64) for e in (args.encoders or ENCODERS)}
-    if args.image_encoder_from and len(encoders) != 1:
-        raise SystemExit(f"--image_encoder_from holds one encoder's weights; pass --encoders with one name, got {list(encoders)}")
+        args.encoders = {e: ENCODERS.get(e, 64) for e in (args.encoders or ENCODERS)}
+    if args.image_encoder_from and len(args.encoders) != 1:
+        raise SystemExit(f"--image_encoder_from holds one encoder's weights; pass --encoders with one name, got "
+                         f"{list(args.encoders)}")
     output = Path(args.output)
     result = json.loads(output.read_text()) if output.exists() else {"runs": []}
+    encoder_from = (f"SemVLP's timm encoder from {Path(args.image_encoder_from).name} (a trained dual-encoder tower)"
+                    if args.image_encoder_from else "SemVLP's timm encoder from random init")
     result["setup"] = (f"{'smoke: shapes data, tiny-bert' if args.smoke else 'emoji builtin, MiniLM trunk'}, "
                        f"{args.max_steps} steps x batch {args.batch_size}, SemVLP lr {args.lr} (timm encoder "
-                       f"{args.image_lr}), dual-encoder lr {args.dual_lr}, {args.threads} thread(s)"
-                       + (f", semvlp options {' '.join(args.method_option)}" if args.method_option else "")
-                       + (f", image encoder from {Path(args.image_encoder_from).name}" if args.image_encoder_from else ""))
-    done = {(r["arm"], r["encoder"], r["seed"]) for r in result["runs"]}
-    last_alternate = None
+                       f"{args.image_lr}), {encoder_from}, {args.precision} autocast; dual encoder from random init, "
+                       f"lr {args.dual_lr}, fp32; {args.threads} thread(s) a run; retrieval among "
+                       + (f"the first {args.eval_examples} test emoji" if args.eval_examples else "every test emoji")
+                       + (f"; semvlp options {' '.join(args.method_option)}" if args.method_option else ""))
+    write_json(output, result)
+    jobs = [{"arm": arm, "encoder": encoder, "seed": seed}  # seed-major: an interrupted run leaves paired seeds
+            for seed in args.seeds for encoder in args.encoders for arm in args.arms]
+    for job in jobs:
+        if job["arm"] != "dual_encoder":
+            init_folder(job["encoder"], args.encoders[job["encoder"]], job["seed"], args, work)
+
+    def run_one(job: dict) -> dict[str, Any]:
+        print(f"[reproduce] {job['arm']} {job['encoder']} seed {job['seed']}", flush=True)
+        metrics = dual_run(job, args, splits) if job["arm"] == "dual_encoder" else semvlp_run(job, args, data, work)
+        return {"steps": args.max_steps, "batch_size": args.batch_size, **metrics}
+
     try:
-        for seed in args.seeds:
-            for encoder, size in encoders.items():
-                for arm in args.arms:
-                    if (arm, encoder, seed) in done:
-                        continue
-                    print(f"[reproduce] {arm} {encoder} seed {seed}", flush=True)
-                    metrics = (dual_run(encoder, size, seed, args, splits) if arm == "dual_encoder"
-                               else semvlp_run(arm, encoder, size, seed, args, data, work))
-                    if arm == "alternate":
-                        last_alternate = metrics["run_dir"]
-                    result["runs"].append({"arm": arm, "encoder": encoder, "seed": seed, "steps": args.max_steps,
-                                           "batch_size": args.batch_size, **metrics})
-                    output.parent.mkdir(parents=True, exist_ok=True)
-                    output.write_text(json.dumps(result, indent=1) + "\n")
-        if args.figure and last_alternate:
-            figure(last_alternate, QUERIES if not args.smoke else ["a red square", "a blue dot"],
+        result = run_sweep(output, jobs, run_one, key=lambda r: (r["arm"], r["encoder"], r["seed"]),
+                           parallel=args.parallel)
+        alternates = [r["run_dir"] for r in result["runs"] if r["arm"] == "alternate" and Path(r["run_dir"]).exists()]
+        if args.figure and alternates:
+            figure(alternates[-1], QUERIES if not args.smoke else ["a red square", "a blue dot"],
                    FIGURE if not args.smoke else output.with_suffix(".png"))
     finally:
         if not args.work_dir:

@@ -31,7 +31,7 @@ def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeyp
     figure = importlib.util.find_spec("matplotlib") is not None  # the bench extra draws the figure
     argv = ["reproduce.py", "--smoke", "--seeds", "1", "2", "--encoders", "test_resnet", "--max_steps", "2",
             "--batch_size", "6", "--output", str(output), *(["--figure"] if figure else []), "--method_option",
-            "mlm_weight=0.5", "--work_dir", str(tmp_path / "work")]
+            "mlm_weight=0.5", "--work_dir", str(tmp_path / "work"), "--parallel", "2", "--eval_examples", "4"]
     monkeypatch.setattr(sys, "argv", argv)
     reproduce.main()
     runs = json.loads(output.read_text())["runs"]
@@ -41,7 +41,8 @@ def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeyp
         keys = ["emb_t2i_r1", "emb_i2t_r10"] + ([] if r["arm"] == "dual_encoder" else
                                                 ["itm_single_t2i_r1", "itm_two_t2i_r1", "itm_single_i2t_r5"])
         assert all(0.0 <= r[k] <= 1.0 for k in keys), r
-        assert r["steps"] == 2 and r["batch_size"] == 6
+        assert r["steps"] == 2 and r["batch_size"] == 6 and r["cpu_s"] > 0
+        assert r["arm"] == "dual_encoder" or [c["step"] for c in r["curve"]] == [1, 2]  # loss/task logged per step
     assert output.with_suffix(".png").exists() == figure and (not figure or output.with_suffix(".png").stat().st_size)
     config = (tmp_path / "work" / "alternate-test_resnet-2" / "plmkit_config.yaml").read_text()
     assert "mlm_weight: 0.5" in config and "mode_schedule: alternate" in config
@@ -50,4 +51,4 @@ def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeyp
     text = render.render(tmp_path)
     assert text.count("| test_resnet |") == 4 + 2  # 4 arms in the table, 2 comparisons in the verdicts
     assert "(2 seeds)" in text and "alternate - two-only, two-stream evaluation" in text
-    assert "semvlp options mlm_weight=0.5" in text
+    assert "semvlp options mlm_weight=0.5" in text and "among the first 4 test emoji" in text
