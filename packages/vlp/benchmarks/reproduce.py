@@ -1,12 +1,14 @@
 """SemVLP's ablation at small scale: does alternating single- and two-stream pre-training beat each mode alone?
 
 Arms, each with the same budget (steps x batch, AdamW with linear decay and 10% warm-up, timm's evaluation transform,
-captions cut at 32 tokens) and the same random-init timm encoder for every seed:
+captions cut at 32 tokens) and the same initial timm encoder for every seed (random, or `--image_encoder_from` a
+trained tower):
 - `dual_encoder`: the contrastive baseline (`plmkit.vlp.dual_encoder`: the timm encoder trained into frozen MiniLM's
   sentence space with InfoNCE), retrieval by cosine;
 - `single`, `two`, `alternate`: SemVLP pre-trained with `plmkit train --task image_text --method semvlp
-  --method.mode_schedule ARM` from `plmkit vlp init` (MiniLM's trunk, a random timm encoder), all objectives on;
-  retrieval with the matching head over the whole test split, in both modes (`--task.eval_modes single,two`).
+  --method.mode_schedule ARM` from `plmkit vlp init` (MiniLM's trunk, the timm encoder), all objectives on (term
+  weights: `--method_option`); retrieval with the matching head over the test split (or its first `--eval_examples`
+  emoji: the head scores N x N pairs), in both modes (`--task.eval_modes single,two`).
 
 Data: the emoji builtin (1,447 train / 150 validation / 300 test emoji; `plmkit vlp prepare-data emoji` first).
 Encoders: resnet18 (resnet-style) and vit_tiny_patch16_224 at 64 px (ViT-style, a 4 x 4 patch grid).
@@ -16,11 +18,13 @@ single-only in single-stream evaluation AND two-only in two-stream evaluation on
 by `paired_verdict` (mean paired difference over seeds above twice its standard error).
 
     python packages/vlp/benchmarks/reproduce.py [--seeds 1 2 3] [--max_steps 1500] [--encoders resnet18 ...]
+        [--parallel 2] [--eval_examples 100] [--image_encoder_from tower.safetensors] [--method_option KEY=VALUE ...]
     python packages/vlp/benchmarks/reproduce.py --smoke --output /tmp/smoke.json   # the mechanics on tiny data
 
 Results are appended run by run to packages/vlp/benchmarks/results/vlp_reproduction.json (a finished run is not
 repeated), so an interrupted reproduction continues where it stopped. `--figure` also writes
-results/vlp_retrieval_example.png: the top-5 test emoji of a few captions for the last alternating run.
+results/vlp_retrieval_example.png: the top-5 test emoji (of all 300) of a few captions for the last alternating run. The README's run: see its
+Results section (the command is in the package's STATUS.md).
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ FIGURE = RESULTS / "vlp_retrieval_example.png"
 ARMS = ("dual_encoder", "single", "two", "alternate")
 ENCODERS = {"resnet18": 64, "vit_tiny_patch16_224": 64}
 SMOKE_ENCODERS = {"test_resnet": 64, "test_vit": 32}
-QUERIES = ["dog face", "red apple", "airplane", "smiling face with heart eyes"]
+# four captions of test emoji (each has its true image among the 300) and one free query
+QUERIES = ["thinking face", "purple heart", "italy flag: it, flag it", "trophy", "dog face"]
 
 
 def init_folder(encoder: str, size: int, seed: int, args: argparse.Namespace, work: Path) -> Path:

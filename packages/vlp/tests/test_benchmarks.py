@@ -49,6 +49,6 @@ def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeyp
     reproduce.main()  # everything is done: nothing runs again
     assert len(json.loads(output.read_text())["runs"]) == 8
     text = render.render(tmp_path)
-    assert text.count("| test_resnet |") == 4 + 2  # 4 arms in the table, 2 comparisons in the verdicts
+    assert text.count("| test_resnet |") == 4 + 2 + 2  # 4 arms in the table, 2 comparisons in each verdict table
     assert "(2 seeds)" in text and "alternate - two-only, two-stream evaluation" in text
     assert "semvlp options mlm_weight=0.5" in text and "among the first 4 test emoji" in text
