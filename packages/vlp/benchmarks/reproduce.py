@@ -75,6 +75,17 @@ def init_folder(encoder: str, size: int, seed: int, args: argparse.Namespace, wo
     return folder
 
 
+def tower_note(weights: Path, result: dict) -> str:
+    """Where the tower's metrics file (`tower-N.json` beside `tower-N.safetensors`, as the capt V+L benchmark writes
+    it) exists, record it in `result["tower"]` and describe it for the setup line."""
+    meta = weights.with_suffix(".json")
+    if not meta.exists():
+        return ""
+    tower = result["tower"] = json.loads(meta.read_text())
+    return (f": {tower['steps']} steps x batch {tower['batch_size']}, lr {tower['learning_rate']}, seed {tower['seed']}; "
+            f"its own text->image R@1 {100 * tower['emb_t2i_r1']:.1f}% among all 300 test emoji")
+
+
 def semvlp_flags(arm: str, seed: int, folder: Path, args: argparse.Namespace, data: list[str]) -> list[str]:
     eval_limit = ["--max_eval_samples", str(args.eval_examples)] if args.eval_examples else []
     return ["--model_name_or_path", str(folder), *data, *eval_limit, "--task", "image_text",
@@ -168,7 +179,8 @@ def main() -> None:
                          f"{list(args.encoders)}")
     output = Path(args.output)
     result = json.loads(output.read_text()) if output.exists() else {"runs": []}
-    encoder_from = (f"SemVLP's timm encoder from {Path(args.image_encoder_from).name} (a trained dual-encoder tower)"
+    encoder_from = (f"SemVLP's timm encoder from {Path(args.image_encoder_from).name} (a trained dual-encoder tower"
+                    f"{tower_note(Path(args.image_encoder_from), result)})"
                     if args.image_encoder_from else "SemVLP's timm encoder from random init")
     result["setup"] = (f"{'smoke: shapes data, tiny-bert' if args.smoke else 'emoji builtin, MiniLM trunk'}, "
                        f"{args.max_steps} steps x batch {args.batch_size}, SemVLP lr {args.lr} (timm encoder "

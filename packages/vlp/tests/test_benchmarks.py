@@ -52,3 +52,15 @@ def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeyp
     assert text.count("| test_resnet |") == 4 + 2 + 2  # 4 arms in the table, 2 comparisons in each verdict table
     assert "(2 seeds)" in text and "alternate - two-only, two-stream evaluation" in text
     assert "semvlp options mlm_weight=0.5" in text and "among the first 4 test emoji" in text
+
+
+def test_the_towers_metrics_file_is_recorded_and_named_in_the_setup(tmp_path):
+    reproduce = _script("reproduce")
+    weights = tmp_path / "tower-1500.safetensors"
+    assert reproduce.tower_note(weights, {}) == ""  # no metrics file beside the weights: nothing to say
+    metrics = {"steps": 1500, "batch_size": 32, "learning_rate": 1e-3, "seed": 1, "emb_t2i_r1": 0.2267}
+    weights.with_suffix(".json").write_text(json.dumps(metrics))
+    result = {"runs": []}
+    note = reproduce.tower_note(weights, result)
+    assert result["tower"] == metrics
+    assert "1500 steps x batch 32" in note and "seed 1" in note and "R@1 22.7%" in note
