@@ -23,8 +23,8 @@ by `paired_verdict` (mean paired difference over seeds above twice its standard 
 
 Results are appended run by run to packages/vlp/benchmarks/results/vlp_reproduction.json (a finished run is not
 repeated), so an interrupted reproduction continues where it stopped. `--figure` also writes
-results/vlp_retrieval_example.png: the top-5 test emoji (of all 300) of a few captions for the last alternating run. The README's run: see its
-Results section (the command is in the package's STATUS.md).
+results/vlp_retrieval_example.png: the top-5 test emoji (of all 300) of a few captions for the last alternating
+run. The command behind the README's table is in the package's STATUS.md.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def semvlp_flags(arm: str, seed: int, folder: Path, args: argparse.Namespace, da
 def semvlp_run(job: dict, args: argparse.Namespace, data: list[str], work: Path) -> dict[str, Any]:
     folder = work / f"init-{job['encoder']}-{job['seed']}"
     out = work / f"{job['arm']}-{job['encoder']}-{job['seed']}"
+    shutil.rmtree(out, ignore_errors=True)  # what a failed attempt left (finished runs are not run again)
     start = time.perf_counter()
     metrics = plmkit_train(semvlp_flags(job["arm"], job["seed"], folder, args, data), out, threads=args.threads)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
