@@ -107,6 +107,10 @@ def render(results: Path = RESULTS) -> str:
                   "paired difference over seeds above twice its standard error; \"contradicted\" below minus twice).",
                   "", *verdicts(data), "", "The same comparisons on text->image R@10 (a secondary measure, less noisy among "
                   "few candidates; the verdict above stays the rule):", "", *verdicts(data, "t2i_r10"), ""]
+        for extra in sorted(results.glob("vlp_reproduction_*.json")):  # budget checks: the same arms, other settings
+            more = json.loads(extra.read_text())
+            lines += [f"Budget check (`{extra.name}`): Setup: {more['setup']}.", "", *reproduction_table(more), "",
+                      *verdicts(more), "", *verdicts(more, "t2i_r10"), ""]
         if (results / "vlp_retrieval_example.png").exists():
             lines += ["![top-5 test emoji of a few captions](benchmarks/results/vlp_retrieval_example.png)", ""]
     else:

@@ -52,6 +52,10 @@ def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeyp
     assert text.count("| test_resnet |") == 4 + 2 + 2  # 4 arms in the table, 2 comparisons in each verdict table
     assert "(2 seeds)" in text and "alternate - two-only, two-stream evaluation" in text
     assert "semvlp options mlm_weight=0.5" in text and "among the first 4 test emoji" in text
+    (tmp_path / "vlp_reproduction_4_steps.json").write_text(output.read_text())  # a budget check beside it
+    again = render.render(tmp_path)
+    assert again.startswith(text.split("![")[0].rstrip()) and "Budget check (`vlp_reproduction_4_steps.json`)" in again
+    assert again.count("| test_resnet |") == 2 * text.count("| test_resnet |")
 
 
 def test_the_towers_metrics_file_is_recorded_and_named_in_the_setup(tmp_path):
