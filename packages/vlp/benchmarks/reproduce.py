@@ -207,14 +207,15 @@ def main() -> None:
         alternates = [r["run_dir"] for r in result["runs"] if r["arm"] == "alternate" and Path(r["run_dir"]).exists()]
         if args.figure and alternates:
             figure(alternates[-1], QUERIES if not args.smoke else ["a red square", "a blue dot"],
+                   f"{Path(alternates[-1]).name}, {args.max_steps} steps:",
                    FIGURE if not args.smoke else output.with_suffix(".png"))
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def figure(run_dir: str, queries: list[str], target: Path) -> None:
-    """One row per query: the query, then its top-5 test images with their matching log-odds."""
+def figure(run_dir: str, queries: list[str], title: str, target: Path) -> None:
+    """One row per query: the query, then its top-5 test images with their matching log-odds; `title` names the run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,6 +232,7 @@ def figure(run_dir: str, queries: list[str], target: Path) -> None:
             axes[row][col].imshow(load_rgb(hit["image"]))
             axes[row][col].set_title(f"{hit['score']:.2f}", fontsize=7)
             axes[row][col].axis("off")
+    fig.suptitle(f"{title} top-5 test images by the single-stream matching head (log-odds above each)", fontsize=9)
     fig.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=80)
