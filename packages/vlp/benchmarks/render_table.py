@@ -112,7 +112,9 @@ def render(results: Path = RESULTS) -> str:
             lines += [f"Budget check (`{extra.name}`): Setup: {more['setup']}.", "", *reproduction_table(more), "",
                       *verdicts(more), "", *verdicts(more, "t2i_r10"), ""]
         if (results / "vlp_retrieval_example.png").exists():
-            lines += ["![top-5 test emoji of a few captions](benchmarks/results/vlp_retrieval_example.png)", ""]
+            lines += ["Retrieval example (`reproduce.py --figure`; the run is named in its title): the top-5 of the 300 "
+                      "test emoji for four test captions and one free query.", "",
+                      "![top-5 test emoji of a few captions](benchmarks/results/vlp_retrieval_example.png)", ""]
     else:
         lines += ["Reproduction (dual encoder vs single-stream, two-stream and alternating SemVLP on the emoji builtin, "
                   "3 seeds): not run yet (`packages/vlp/benchmarks/reproduce.py`; see STATUS.md).", ""]
