@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
-from sweep import SweepError, plmkit_train, run_sweep  # noqa: E402
+from sweep import SweepError, logged_curve, logged_losses, plmkit_train, run_sweep  # noqa: E402
 
 CP_SWEEP = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "sweep_trec.py"
 CT_SWEEP = ROOT / "packages" / "child_tuning" / "benchmarks" / "sweep.py"
@@ -25,6 +25,17 @@ def _module(path: Path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_logged_curve_keeps_the_entries_with_the_first_key(tmp_path):
+    history = [{"step": 1, "loss": 0.71234, "loss/task": 0.69, "learning_rate": 1e-4}, {"step": 1, "eval_loss": 0.6},
+               {"step": 2, "loss": 0.5, "grad_norm": 1.0}]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    assert logged_curve(tmp_path, ("loss", "loss/task")) == [{"step": 1, "loss": 0.71234, "loss/task": 0.69},
+                                                             {"step": 2, "loss": 0.5}]
+    assert logged_curve(tmp_path, ("loss/task", "loss"), digits=2) == [{"step": 1, "loss/task": 0.69, "loss": 0.71}]
+    assert logged_losses(tmp_path) == {"first": 0.71234, "last": 0.5}
+    assert logged_curve(tmp_path, ("loss/capt",)) == []
 
 
 def _key(r: dict) -> tuple:

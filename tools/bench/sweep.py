@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepError", "add_precision_option", "logged_losses", "plmkit_train", "precision_flags", "resolve_precision",
+__all__ = ["SweepError", "add_precision_option", "logged_curve", "logged_losses", "plmkit_train", "precision_flags", "resolve_precision",
            "run_sweep"]
 
 
@@ -145,8 +145,15 @@ def plmkit_train(argv: list[str], out: Path, threads: int = 1) -> dict[str, Any]
     return metrics
 
 
+def logged_curve(run: Path, keys: tuple[str, ...], digits: int | None = None) -> list[dict[str, float]]:
+    """The training log of a `plmkit train` run (trainer_state.json): every logged entry that has `keys[0]`, as its
+    "step" and those of `keys` it has (rounded to `digits` when given)."""
+    history = json.loads((Path(run) / "trainer_state.json").read_text())["log_history"]
+    return [{"step": h["step"], **{k: h[k] if digits is None else round(h[k], digits) for k in keys if k in h}}
+            for h in history if keys[0] in h]
+
+
 def logged_losses(run: Path) -> dict[str, float]:
     """The first and the last training loss a `plmkit train` run logged (trainer_state.json), or {} if none."""
-    history = json.loads((Path(run) / "trainer_state.json").read_text())["log_history"]
-    losses = [h["loss"] for h in history if "loss" in h]
+    losses = [h["loss"] for h in logged_curve(run, ("loss",))]
     return {"first": losses[0], "last": losses[-1]} if losses else {}

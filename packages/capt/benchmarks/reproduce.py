@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "tools" / "bench"))
 from sweep import (  # noqa: E402
     SweepError,
     add_precision_option,
+    logged_curve,
     logged_losses,
     plmkit_train,
     precision_flags,
@@ -154,8 +155,7 @@ def make_pretrain(work: Path, steps: int, smoke: bool, precision: str, data: str
         keep = ("eval_masked_loss", "eval_masked_accuracy", "test_masked_loss", "test_masked_accuracy", "train_loss",
                 "train_runtime", "process_cpu_s", "capt_alignment", "capt_uniformity", "capt_train_alignment",
                 "capt_train_uniformity")
-        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-        curve = [{k: h[k] for k in ("step", "loss", "loss/task", "loss/capt") if k in h} for h in history if "loss" in h]
+        curve = logged_curve(out, ("loss", "loss/task", "loss/capt"))
         return {**{k: m[k] for k in keep if k in m}, "steps": steps_here, "curve": curve}
 
     return run_one

@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
-from sweep import plmkit_train, run_sweep  # noqa: E402
+from sweep import logged_curve, plmkit_train, run_sweep  # noqa: E402
 
 JSON = Path(__file__).parent / "results" / "capt_vl_retrieval.json"
 RANDOM_ENCODER_JSON = JSON.with_name("capt_vl_retrieval_random_encoder.json")
@@ -116,9 +116,7 @@ def make_run(work: Path, folders: dict[int, Path], steps: int, mlm_weight: float
         with tempfile.TemporaryDirectory(dir=work, prefix="vl_") as tmp:
             out = Path(tmp) / "run"
             m = plmkit_train(train_flags(job["arm"], job["seed"], model, steps, mlm_weight, data, eval_examples), out)
-            history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-        curve = [{k: h[k] for k in ("step", "loss/task", "loss/mlm", "loss/capt") if k in h}
-                 for h in history if "loss/task" in h]
+            curve = logged_curve(out, ("loss/task", "loss/mlm", "loss/capt"))
         return {**{k: m[k] for k in KEEP if k in m}, "steps": steps, **tower, "curve": curve}
 
     return run_one

@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
 from sweep import (  # noqa: E402
     add_precision_option,
+    logged_curve,
     plmkit_train,
     precision_flags,
     resolve_precision,
@@ -99,14 +100,12 @@ def semvlp_flags(arm: str, seed: int, folder: Path, args: argparse.Namespace, da
 
 
 def semvlp_run(job: dict, args: argparse.Namespace, data: list[str], work: Path) -> dict[str, Any]:
-    folder = work / f"init-{job['encoder']}-{job['seed']}"
+    folder = init_folder(job["encoder"], args.encoders[job["encoder"]], job["seed"], args, work)  # built before the jobs
     out = work / f"{job['arm']}-{job['encoder']}-{job['seed']}"
     shutil.rmtree(out, ignore_errors=True)  # what a failed attempt left (finished runs are not run again)
     start = time.perf_counter()
     metrics = plmkit_train(semvlp_flags(job["arm"], job["seed"], folder, args, data), out, threads=args.threads)
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    curve = [{k: round(h[k], 4) for k in ("loss/task", "loss/mlm", "loss/visual_regression", "loss/visual_codebook")
-              if k in h} | {"step": h["step"]} for h in history if "loss/task" in h]
+    curve = logged_curve(out, ("loss/task", "loss/mlm", "loss/visual_regression", "loss/visual_codebook"), digits=4)
     kept = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_") and ("_r" in k or k in
                                                                                            ("test_loss", "test_accuracy"))}
     return {**kept, "train_seconds": round(time.perf_counter() - start, 1), "cpu_s": metrics["process_cpu_s"],
@@ -115,11 +114,14 @@ def semvlp_run(job: dict, args: argparse.Namespace, data: list[str], work: Path)
 
 def dual_run(job: dict, args: argparse.Namespace, splits: dict[str, list]) -> dict[str, Any]:
     test = splits["test"][:args.eval_examples] if args.eval_examples else splits["test"]
-    cpu = time.process_time()
+    # this thread's CPU time: with --parallel the process runs other jobs' threads too (torch at one thread computes
+    # on the calling thread; with more, its pool's time is not counted)
+    clock = time.thread_time if args.threads == 1 else time.process_time
+    cpu = clock()
     metrics = train_dual_encoder(splits["train"], test, job["encoder"], args.encoders[job["encoder"]], args.max_steps,
                                  args.batch_size, args.dual_lr, job["seed"], text_model=args.text, max_length=32,
                                  num_threads=args.threads)
-    return {**metrics, "cpu_s": round(time.process_time() - cpu, 1), "precision": "fp32"}
+    return {**metrics, "cpu_s": round(clock() - cpu, 1), "precision": "fp32"}
 
 
 def main() -> None:
