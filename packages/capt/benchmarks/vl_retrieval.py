@@ -17,7 +17,7 @@ every (caption, image) pair, so the whole 300-emoji test split (90,000 pair forw
 the training itself. Verdict: `paired_verdict` over seeds (render_table.py).
 
 The resnet18 starts from a trained tower (`--tower_steps`, default 1500): the dual-encoder baseline of plmkit-vlp
-(`train_dual_encoder`: the encoder trained from random init into frozen MiniLM's sentence space with InfoNCE on the
+(`train_tower`: the encoder trained from random init into frozen MiniLM's sentence space with InfoNCE on the
 training split, batch 32, lr 1e-3, seed 1), trained once into `--work` and shared by every seed and arm, as the
 paper's models start from a separately trained image feature extractor. From a random encoder (`--tower_steps 0`,
 the first runs, results/capt_vl_retrieval_random_encoder.json) the matching loss did not leave ln 2 in 300 steps.
@@ -29,7 +29,6 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -47,26 +46,6 @@ KEEP = ("test_itm_single_t2i_r1", "test_itm_single_t2i_r5", "test_itm_single_i2t
 
 def key(r: dict) -> tuple:
     return r["arm"], r["seed"]
-
-
-def train_tower(work: Path, steps: int, load_splits: Callable[[], dict[str, list[dict]]],
-                smoke: bool) -> tuple[Path, dict]:
-    """The image encoder every SemVLP model starts from: the dual-encoder baseline's tower (`plmkit.vlp.dual_encoder`:
-    the timm encoder trained from random init into frozen MiniLM's sentence space with InfoNCE on the train rows of
-    `load_splits()`, seed 1), trained once and kept in `work` (the pairs are loaded only then). Returns its weights
-    file and its retrieval metrics on the test rows."""
-    from plmkit.vlp.dual_encoder import train_dual_encoder
-
-    weights, metrics_file = work / f"tower-{steps}.safetensors", work / f"tower-{steps}.json"
-    if not weights.exists():
-        encoder, text, batch = ("test_resnet", "tiny-bert", 4) if smoke else ("resnet18", "minilm", 32)
-        lr, seed = 1e-3, 1
-        splits = load_splits()
-        metrics = train_dual_encoder(splits["train"], splits["test"], encoder, 64, steps, batch, lr, seed,
-                                     text_model=text, max_length=32, save_to=weights)
-        metrics_file.write_text(json.dumps({"steps": steps, "batch_size": batch, "learning_rate": lr, "seed": seed,
-                                            **metrics}))
-    return weights, json.loads(metrics_file.read_text())
 
 
 def init_model(work: Path, seed: int, smoke: bool, tower: Path | None = None) -> Path:
@@ -160,12 +139,13 @@ def main() -> None:
     tower, tower_metrics = None, None
     if args.tower_steps:
         from plmkit.vlp.data import load_builtin_pairs, read_pairs
+        from plmkit.vlp.dual_encoder import train_tower
 
-        def load_splits() -> dict[str, list[dict]]:
-            return ({s: read_pairs(paths[s], split=s) for s in ("train", "test")} if args.smoke
-                    else load_builtin_pairs("emoji"))
-
-        tower, tower_metrics = train_tower(args.work, args.tower_steps, load_splits, args.smoke)
+        splits = ({s: read_pairs(paths[s], split=s) for s in ("train", "test")} if args.smoke
+                  else load_builtin_pairs("emoji"))
+        # seed 1, lr 1e-3, batch 32 (4 in the smoke run)
+        tower, tower_metrics = (train_tower(args.work, splits, "test_resnet", 64, args.tower_steps, 4, text_model="tiny-bert")
+                                if args.smoke else train_tower(args.work, splits, "resnet18", 64, args.tower_steps))
     settings = {"data": "coloured shapes (smoke)" if args.smoke else "the emoji builtin", "steps": args.steps, "seeds": args.seeds,
                 "mlm_weight": args.mlm_weight, "arms": arms_so_far(args.json, args.arms), "eval_examples": args.eval_examples,
                 "image_encoder": ({"from": "dual-encoder tower", **tower_metrics} if tower else "random"),

@@ -96,18 +96,29 @@ def verdicts(data: dict, measure: str = "t2i_r1") -> list[str]:
     return lines
 
 
+def reproduction_block(data: dict) -> list[str]:
+    return [f"Setup: {data['setup']}.", "", *reproduction_table(data), "",
+            "Verdict rule: the claim holds for an encoder only when both comparisons are \"supported\" (mean paired "
+            "difference over seeds above twice its standard error; \"contradicted\" below minus twice).", "",
+            *verdicts(data), "", "The same comparisons on text->image R@10 (a secondary measure, less noisy among few "
+            "candidates; the verdict above stays the rule):", "", *verdicts(data, "t2i_r10"), ""]
+
+
 def render(results: Path = RESULTS) -> str:
+    """`vlp_reproduction.json` first, then the other encoder families' reproductions (`vlp_reproduction_NAME.json`,
+    each with its own setup: an encoder starts from its own tower), then the budget checks
+    (`vlp_reproduction_N_steps.json`: the same arms at another budget)."""
     lines: list[str] = []
     repro = results / "vlp_reproduction.json"
     if repro.exists() and json.loads(repro.read_text()).get("runs"):
         data = json.loads(repro.read_text())
         lines += ["Reproduction (`packages/vlp/benchmarks/reproduce.py`), test split, mean +- std over seeds in %:",
-                  "", f"Setup: {data['setup']}.", "", *reproduction_table(data), "",
-                  "Verdict rule: the claim holds for an encoder only when both comparisons are \"supported\" (mean "
-                  "paired difference over seeds above twice its standard error; \"contradicted\" below minus twice).",
-                  "", *verdicts(data), "", "The same comparisons on text->image R@10 (a secondary measure, less noisy among "
-                  "few candidates; the verdict above stays the rule):", "", *verdicts(data, "t2i_r10"), ""]
-        for extra in sorted(results.glob("vlp_reproduction_*.json")):  # budget checks: the same arms, other settings
+                  "", *reproduction_block(data)]
+        extras = sorted(results.glob("vlp_reproduction_*.json"))
+        for extra in [e for e in extras if not e.stem.endswith("_steps")]:  # another encoder family
+            lines += [f"Reproduction (`{extra.name}`), test split, mean +- std over seeds in %:", "",
+                      *reproduction_block(json.loads(extra.read_text()))]
+        for extra in [e for e in extras if e.stem.endswith("_steps")]:  # budget checks: the same arms, other budgets
             more = json.loads(extra.read_text())
             lines += [f"Budget check (`{extra.name}`): Setup: {more['setup']}.", "", *reproduction_table(more), "",
                       *verdicts(more), "", *verdicts(more, "t2i_r10"), ""]

@@ -18,7 +18,8 @@ single-only in single-stream evaluation AND two-only in two-stream evaluation on
 by `paired_verdict` (mean paired difference over seeds above twice its standard error).
 
     python packages/vlp/benchmarks/reproduce.py [--seeds 1 2 3] [--max_steps 1500] [--encoders resnet18 ...]
-        [--parallel 2] [--eval_examples 100] [--image_encoder_from tower.safetensors] [--method_option KEY=VALUE ...]
+        [--parallel 2] [--eval_examples 100] [--image_encoder_from tower.safetensors | --tower_steps 1500]
+        [--method_option KEY=VALUE ...]
     python packages/vlp/benchmarks/reproduce.py --smoke --output /tmp/smoke.json   # the mechanics on tiny data
 
 Results are appended run by run to packages/vlp/benchmarks/results/vlp_reproduction.json (a finished run is not
@@ -53,7 +54,7 @@ from sweep import (  # noqa: E402
 
 from plmkit.vlp.commands import build_model, rank_images  # noqa: E402
 from plmkit.vlp.data import load_builtin_pairs, read_pairs  # noqa: E402
-from plmkit.vlp.dual_encoder import train_dual_encoder  # noqa: E402
+from plmkit.vlp.dual_encoder import train_dual_encoder, train_tower  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "vlp_reproduction.json"
@@ -146,7 +147,10 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes data, tiny-bert, timm test models")
     parser.add_argument("--image_encoder_from", default=None, metavar="FILE",
                         help="start every SemVLP arm's timm encoder from these weights (a trained dual-encoder tower, "
-                             "train_dual_encoder(save_to=...)) instead of random; one encoder only")
+                             "train_tower) instead of random; one encoder only")
+    parser.add_argument("--tower_steps", type=int, default=0, metavar="N",
+                        help="train that tower first (the dual encoder, N steps x 32, lr 1e-3, seed 1) into "
+                             "WORK_DIR/tower-ENCODER/ (kept: a rerun reuses it) and start from it; one encoder only")
     parser.add_argument("--method_option", nargs="*", default=[], metavar="KEY=VALUE",
                         help="semvlp options for the SemVLP arms, e.g. mlm_weight=0.05 (STATUS.md: term weights)")
     args = parser.parse_args()
@@ -177,9 +181,17 @@ def main() -> None:
         splits = load_builtin_pairs("emoji")
         args.text = "minilm"
         args.encoders = {e: ENCODERS.get(e, 64) for e in (args.encoders or ENCODERS)}
-    if args.image_encoder_from and len(args.encoders) != 1:
-        raise SystemExit(f"--image_encoder_from holds one encoder's weights; pass --encoders with one name, got "
+    if args.tower_steps < 0 or (args.tower_steps and args.image_encoder_from):
+        raise SystemExit(f"--tower_steps must be >= 0 and not given with --image_encoder_from, got {args.tower_steps}")
+    if (args.image_encoder_from or args.tower_steps) and len(args.encoders) != 1:
+        raise SystemExit(f"a tower holds one encoder's weights; pass --encoders with one name, got "
                          f"{list(args.encoders)}")
+    if args.tower_steps:
+        encoder = next(iter(args.encoders))
+        smoke = {"batch_size": 4, "text_model": "tiny-bert"} if args.smoke else {}
+        weights, _ = train_tower(work / f"tower-{encoder}", splits, encoder, args.encoders[encoder], args.tower_steps,
+                                 num_threads=args.threads, **smoke)
+        args.image_encoder_from = str(weights)
     output = Path(args.output)
     result = json.loads(output.read_text()) if output.exists() else {"runs": []}
     encoder_from = (f"SemVLP's timm encoder from {Path(args.image_encoder_from).name} (a trained dual-encoder tower"

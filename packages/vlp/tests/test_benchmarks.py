@@ -31,7 +31,8 @@ def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeyp
     figure = importlib.util.find_spec("matplotlib") is not None  # the bench extra draws the figure
     argv = ["reproduce.py", "--smoke", "--seeds", "1", "2", "--encoders", "test_resnet", "--max_steps", "2",
             "--batch_size", "6", "--output", str(output), *(["--figure"] if figure else []), "--method_option",
-            "mlm_weight=0.5", "--work_dir", str(tmp_path / "work"), "--parallel", "2", "--eval_examples", "4"]
+            "mlm_weight=0.5", "--work_dir", str(tmp_path / "work"), "--parallel", "2", "--eval_examples", "4",
+            "--tower_steps", "2"]
     monkeypatch.setattr(sys, "argv", argv)
     reproduce.main()
     runs = json.loads(output.read_text())["runs"]
@@ -52,10 +53,16 @@ def test_reproduction_smoke_runs_every_arm_resumes_and_renders(tmp_path, monkeyp
     assert text.count("| test_resnet |") == 4 + 2 + 2  # 4 arms in the table, 2 comparisons in each verdict table
     assert "(2 seeds)" in text and "alternate - two-only, two-stream evaluation" in text
     assert "semvlp options mlm_weight=0.5" in text and "among the first 4 test emoji" in text
-    (tmp_path / "vlp_reproduction_4_steps.json").write_text(output.read_text())  # a budget check beside it
+    assert (tmp_path / "work" / "tower-test_resnet" / "tower-2.safetensors").exists()  # every seed starts from it
+    assert "(a trained dual-encoder tower: 2 steps x batch 4" in text
+    (tmp_path / "vlp_reproduction_vit.json").write_text(output.read_text())  # another encoder family beside it
+    both = render.render(tmp_path)
+    assert both.startswith(text.split("![")[0].rstrip()) and "Reproduction (`vlp_reproduction_vit.json`)" in both
+    assert both.count("| test_resnet |") == 2 * 8
+    (tmp_path / "vlp_reproduction_4_steps.json").write_text(output.read_text())  # a budget check
     again = render.render(tmp_path)
-    assert again.startswith(text.split("![")[0].rstrip()) and "Budget check (`vlp_reproduction_4_steps.json`)" in again
-    assert again.count("| test_resnet |") == 2 * text.count("| test_resnet |")
+    assert again.startswith(both.split("![")[0].rstrip()) and "Budget check (`vlp_reproduction_4_steps.json`)" in again
+    assert again.count("| test_resnet |") == 3 * 8  # after both reproductions
 
 
 def test_the_towers_metrics_file_is_recorded_and_named_in_the_setup(tmp_path):

@@ -1,12 +1,14 @@
 """The dual-encoder contrastive baseline of the reproduction: its loss and a short training run on tiny data."""
 
+import json
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from plmkit.vlp.data import read_pairs
-from plmkit.vlp.dual_encoder import DualEncoder, clip_loss, train_dual_encoder
+from plmkit.vlp.dual_encoder import DualEncoder, clip_loss, train_dual_encoder, train_tower
 from plmkit.vlp.testing import write_image_text
 
 
@@ -73,3 +75,19 @@ def test_the_trained_tower_warm_starts_a_semvlp_image_encoder(tmp_path, capsys):
     assert main(["vlp", "init", "--output_dir", str(tmp_path / "none"), "--text", "tiny-bert",
                  "--image_encoder_from", str(tmp_path / "missing.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_tower_is_trained_once_with_its_metrics_beside_it(tmp_path):
+    paths = write_image_text(tmp_path / "data")
+    splits = {"train": read_pairs(paths["train"]), "test": read_pairs(paths["test"], split="test")}
+    folder = tmp_path / "tower"
+    weights, metrics = train_tower(folder, splits, "test_resnet", 64, steps=2, batch_size=4, text_model="tiny-bert")
+    assert weights == folder / "tower-2.safetensors" and weights.exists()
+    assert json.loads((folder / "tower-2.json").read_text()) == metrics
+    assert metrics["encoder"] == "test_resnet" and metrics["steps"] == 2 and metrics["seed"] == 1
+    assert 0.0 <= metrics["emb_t2i_r1"] <= 1.0
+    stamp = weights.stat().st_mtime_ns
+    assert train_tower(folder, {}, "test_resnet", 64, steps=2) == (weights, metrics)  # kept: not trained again
+    assert weights.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="is a test_resnet tower, not test_vit"):
+        train_tower(folder, splits, "test_vit", 32, steps=2)

@@ -9,11 +9,14 @@ text encoder's sentence space with a symmetric InfoNCE loss (CLIP's, Radford et 
 - retrieval: cosine scores over the whole split, recall@K with `plmkit.vlp.retrieval.recall_at_k`.
 
 `train_dual_encoder` trains it with the same data, image transform, batch size, step count and AdamW/linear schedule
-as the SemVLP arms of the benchmark, so the budget is the same.
+as the SemVLP arms of the benchmark, so the budget is the same. `train_tower` trains it once into a folder and keeps
+the weights with their metrics: the "tower" a SemVLP model's image encoder can start from (`plmkit vlp init
+--image_encoder_from`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -33,7 +36,7 @@ from plmkit.vlp.images import (
 )
 from plmkit.vlp.retrieval import recall_at_k
 
-__all__ = ["DualEncoder", "clip_loss", "train_dual_encoder"]
+__all__ = ["DualEncoder", "clip_loss", "train_dual_encoder", "train_tower"]
 
 
 def clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -133,3 +136,27 @@ def train_dual_encoder(train: list[dict[str, Any]], test: list[dict[str, Any]], 
     if save_to is not None:
         save_backbone(model.backbone, save_to)
     return {**metrics, "train_seconds": round(seconds, 1)}
+
+
+def train_tower(folder: str | Path, splits: dict[str, list[dict[str, Any]]], timm_model_name: str, image_size: int = 64,
+                steps: int = 1500, batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 1,
+                text_model: str = "minilm", num_threads: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train the dual encoder on `splits["train"]` once and keep its timm backbone in `folder/tower-{steps}.safetensors`
+    with `tower-{steps}.json` beside it (the recipe and the retrieval metrics on `splits["test"]`). A folder that
+    already holds the tower is reused, without training; one that holds another encoder's tower is an error. Returns the
+    weights file and the metrics."""
+    folder = Path(folder)
+    weights, meta = folder / f"tower-{steps}.safetensors", folder / f"tower-{steps}.json"
+    if weights.exists() and meta.exists():
+        metrics = json.loads(meta.read_text())
+        if metrics.get("encoder", timm_model_name) != timm_model_name:
+            raise ValueError(f"{weights} is a {metrics['encoder']} tower, not {timm_model_name}: give another folder")
+        return weights, metrics
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = train_dual_encoder(splits["train"], splits["test"], timm_model_name, image_size, steps, batch_size,
+                                 learning_rate, seed, text_model=text_model, max_length=32, save_to=weights,
+                                 num_threads=num_threads)
+    metrics = {"encoder": timm_model_name, "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
+               "seed": seed, **metrics}
+    meta.write_text(json.dumps(metrics))  # written last: weights without it are trained again
+    return weights, metrics
