@@ -163,3 +163,18 @@ def test_a_non_utf8_pairs_file_is_a_data_error_naming_file_and_line(tmp_path, na
     line = 1 if name.endswith(".jsonl") else 2
     with pytest.raises(DataError, match=rf"{name}:{line}: not UTF-8 text \(byte 0xe9"):
         data.read_pairs(tmp_path / name)
+
+
+@pytest.mark.slow
+def test_the_real_emoji_builtin():
+    """The real npm tarball (fetched once into $PLMKIT_CACHE; skipped when the npm registry cannot be reached): its
+    pinned SHA-256 is checked by `prepare_emoji`, and the split is the documented one."""
+    try:
+        splits = data.load_builtin_pairs("emoji")
+    except DataError as err:
+        pytest.skip(f"the emoji tarball cannot be fetched here: {str(err).splitlines()[0]}")
+    assert {s: len(r) for s, r in splits.items()} == {"train": 1447, "validation": 150, "test": 300}
+    images = [{r["image"] for r in rows} for rows in splits.values()]
+    assert not (images[0] & images[1] or images[0] & images[2] or images[1] & images[2])  # no picture in two splits
+    texts = {r["text"] for rows in splits.values() for r in rows}
+    assert "thinking face" in texts and all(Path(r["image"]).is_file() for r in splits["test"])
