@@ -1,8 +1,8 @@
 """SemVLP's ablation at small scale: does alternating single- and two-stream pre-training beat each mode alone?
 
 Arms, each with the same budget (steps x batch, AdamW with linear decay and 10% warm-up, timm's evaluation transform,
-captions cut at 32 tokens) and the same initial timm encoder for every seed (random, or `--image_encoder_from` a
-trained tower):
+captions cut at 32 tokens) and the same initial timm encoder for every seed (random, `--image_encoder_from` a
+trained tower, or `--tower_steps N`: that tower trained first, `plmkit.vlp.dual_encoder.train_tower`):
 - `dual_encoder`: the contrastive baseline (`plmkit.vlp.dual_encoder`: the timm encoder trained into frozen MiniLM's
   sentence space with InfoNCE), retrieval by cosine;
 - `single`, `two`, `alternate`: SemVLP pre-trained with `plmkit train --task image_text --method semvlp
@@ -22,10 +22,12 @@ by `paired_verdict` (mean paired difference over seeds above twice its standard 
         [--method_option KEY=VALUE ...]
     python packages/vlp/benchmarks/reproduce.py --smoke --output /tmp/smoke.json   # the mechanics on tiny data
 
-Results are appended run by run to packages/vlp/benchmarks/results/vlp_reproduction.json (a finished run is not
-repeated), so an interrupted reproduction continues where it stopped. `--figure` also writes
-results/vlp_retrieval_example.png: the top-5 test emoji (of all 300) of a few captions for the last alternating
-run. The command behind the README's table is in the package's STATUS.md.
+Results are appended run by run to `--output` (default packages/vlp/benchmarks/results/vlp_reproduction.json; a
+finished run is not repeated), so an interrupted reproduction continues where it stopped. render_table.py reads
+`vlp_reproduction.json`, another encoder family's `vlp_reproduction_NAME.json` (each family from its own tower) and
+budget checks `vlp_reproduction_N_steps.json`. `--figure` also writes results/vlp_retrieval_example.png: the top-5
+test emoji (of all 300) of a few captions for the last alternating run. The commands behind the README's tables are
+in its "Budget of the reproduction".
 """
 
 from __future__ import annotations
