@@ -152,12 +152,20 @@ def main() -> None:
                              "train_tower) instead of random; one encoder only")
     parser.add_argument("--tower_steps", type=int, default=0, metavar="N",
                         help="train that tower first (the dual encoder, N steps x 32, lr 1e-3, seed 1) into "
-                             "WORK_DIR/tower-ENCODER/ (kept: a rerun reuses it) and start from it; one encoder only")
+                             "WORK_DIR/tower-ENCODER/ (a rerun with the same --work_dir reuses it) and start from it; "
+                             "one encoder only")
     parser.add_argument("--method_option", nargs="*", default=[], metavar="KEY=VALUE",
                         help="semvlp options for the SemVLP arms, e.g. mlm_weight=0.05 (STATUS.md: term weights)")
     args = parser.parse_args()
     if args.eval_examples < 0:
         raise SystemExit(f"--eval_examples must be >= 0, got {args.eval_examples}")
+    if args.tower_steps < 0:
+        raise SystemExit(f"--tower_steps must be >= 0, got {args.tower_steps}")
+    if args.tower_steps and args.image_encoder_from:
+        raise SystemExit("give --tower_steps (train a tower) or --image_encoder_from (a trained one), not both")
+    encoders = args.encoders or list(SMOKE_ENCODERS if args.smoke else ENCODERS)
+    if (args.image_encoder_from or args.tower_steps) and len(encoders) != 1:
+        raise SystemExit(f"a tower holds one encoder's weights; pass --encoders with one name, got {encoders}")
     torch.set_num_threads(args.threads)
     args.precision = resolve_precision(args.precision)
     args.method_flags = []
@@ -183,11 +191,6 @@ def main() -> None:
         splits = load_builtin_pairs("emoji")
         args.text = "minilm"
         args.encoders = {e: ENCODERS.get(e, 64) for e in (args.encoders or ENCODERS)}
-    if args.tower_steps < 0 or (args.tower_steps and args.image_encoder_from):
-        raise SystemExit(f"--tower_steps must be >= 0 and not given with --image_encoder_from, got {args.tower_steps}")
-    if (args.image_encoder_from or args.tower_steps) and len(args.encoders) != 1:
-        raise SystemExit(f"a tower holds one encoder's weights; pass --encoders with one name, got "
-                         f"{list(args.encoders)}")
     if args.tower_steps:
         encoder = next(iter(args.encoders))
         smoke = {"batch_size": 4, "text_model": "tiny-bert"} if args.smoke else {}

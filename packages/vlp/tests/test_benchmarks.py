@@ -3,6 +3,7 @@ draws the retrieval figure, and its table and verdicts render; the README matche
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,16 @@ def test_the_towers_metrics_file_is_recorded_and_named_in_the_setup(tmp_path):
     note = reproduce.tower_note(weights, result)
     assert result["tower"] == metrics
     assert "1500 steps x batch 32" in note and "seed 1" in note and "R@1 22.7%" in note
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tower_steps", "-1"], "--tower_steps must be >= 0"),
+    (["--tower_steps", "5", "--image_encoder_from", "t.safetensors"], "not both"),
+    (["--tower_steps", "5"], "pass --encoders with one name, got ['test_resnet', 'test_vit']"),
+])
+def test_bad_tower_options_are_refused_before_any_work(argv, message, monkeypatch, tmp_path):
+    reproduce = _script("reproduce")
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--smoke", "--work_dir", str(tmp_path / "work"), *argv])
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        reproduce.main()
+    assert not (tmp_path / "work").exists()
