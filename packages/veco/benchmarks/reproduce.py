@@ -15,11 +15,14 @@ Evaluations, all on held-out books (Deuteronomy, Esther, Ecclesiastes, Daniel, J
   NLU  -- zero-shot retrieval P@1 de->en and fr->en (mean-pooled layer 3 of 4, cosine; `plmkit veco retrieve`);
           book-group classification (6 groups) fine-tuned on English verses, tested on English, German and French.
 
-    python packages/veco/benchmarks/reproduce.py [--scale full|tiny] [--seeds 1 2 3] [--arms random mlm veco]
+    python packages/veco/benchmarks/reproduce.py [--scale full|cpu|tiny] [--seeds 1 2 3] [--arms random mlm veco]
 
-Resumable (tools/bench/sweep.py): finished jobs are kept in results/veco_reproduction.json and skipped on rerun;
-pre-trained models stay in --work_dir. `--scale tiny` is a start-up check on CPU (about 4 CPU minutes; its json
-stays in --work_dir and is never rendered). `render_table.py` renders the README block.
+Resumable (tools/bench/sweep.py): finished jobs are kept in results/veco_reproduction.json (`--scale cpu`:
+results/veco_reproduction_cpu.json) and skipped on rerun; pre-trained models stay in --work_dir. `--scale full` is
+the budget of a GPU; `--scale cpu` is the same study with a narrower model (d=128) and a tenth of the steps, about 80
+CPU minutes a seed. `--scale tiny` is a start-up check (about 4 CPU minutes; its json stays in --work_dir and is
+never rendered). Runs use bf16 autocast where it is fast (`--precision`). `render_table.py` renders the README
+block.
 """
 
 from __future__ import annotations
@@ -34,10 +37,18 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
-from sweep import SweepError, plmkit_train, run_sweep  # noqa: E402
+from sweep import (  # noqa: E402
+    SweepError,
+    add_precision_option,
+    plmkit_train,
+    precision_flags,
+    resolve_precision,
+    run_sweep,
+)
 
 RESULTS = Path(__file__).parent / "results"
-JSON = RESULTS / "veco_reproduction.json"
+#: where each scale's runs are recorded (the tiny start-up check's stay in --work_dir)
+JSONS = {"full": RESULTS / "veco_reproduction.json", "cpu": RESULTS / "veco_reproduction_cpu.json"}
 ARMS = ("random", "mlm", "veco")
 
 SCALES = {
@@ -47,6 +58,15 @@ SCALES = {
         pretrain=dict(steps=20000, batch=64, lr=5e-4, max_length=96),
         mt=dict(steps=4000, batch=64, lr=3e-4, max_length=128, eval_samples=1000, beams=5),
         retrieval=1000, cls=dict(train=8000, steps=1000, batch=32, lr=1e-4, max_length=96, eval_samples=2000),
+    ),
+    # what two CPU cores run in about 40 minutes a seed (bf16 autocast, one thread a job, two jobs at a time): the
+    # same data and vocabulary, a narrower model (d=128) and a tenth of the steps
+    "cpu": dict(
+        shape=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
+        max_pairs=None, vocab_size=16000, vocab_sentences=300000,
+        pretrain=dict(steps=1500, batch=32, lr=1e-3, max_length=64),
+        mt=dict(steps=1000, batch=32, lr=1e-3, max_length=64, eval_samples=400, beams=5),
+        retrieval=1000, cls=dict(train=8000, steps=400, batch=32, lr=5e-4, max_length=64, eval_samples=1000),
     ),
     "tiny": dict(
         shape=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
@@ -68,17 +88,9 @@ def cli(*argv: str, threads: int = 1) -> str:
     return proc.stdout
 
 
-def common(seed: int) -> list[str]:
-    flags = ["--seed", str(seed), "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no",
-             "--logging_steps", "100", "--overwrite_output_dir"]
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            flags += ["--bf16", "true"]
-    except ImportError:
-        pass
-    return flags
+def common(seed: int, precision: str) -> list[str]:
+    return ["--seed", str(seed), "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no",
+            "--logging_steps", "100", "--overwrite_output_dir", *precision_flags(precision)]
 
 
 class Study:
@@ -86,8 +98,8 @@ class Study:
         self.scale = SCALES[args.scale]
         self.work = Path(args.work_dir) / args.scale
         self.data, self.tok = self.work / "data", self.work / "tokenizer"
-        self.threads = args.threads
-        self.json = JSON if args.scale == "full" else self.work / "veco_reproduction.json"
+        self.threads, self.precision = args.threads, resolve_precision(args.precision)
+        self.json = JSONS.get(args.scale, self.work / "veco_reproduction.json")
 
     # -- shared inputs -------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -128,7 +140,7 @@ class Study:
             "--max_steps", str(p["steps"]), "--per_device_train_batch_size", str(p["batch"]),
             "--per_device_eval_batch_size", str(2 * p["batch"]), "--learning_rate", str(p["lr"]),
             "--warmup_steps", "0.05", "--weight_decay", "0.01", "--max_length", str(p["max_length"]),
-            *common(job["seed"])], out, self.threads)
+            *common(job["seed"], self.precision)], out, self.threads)
         keep = ("eval_masked_accuracy", "eval_mlm_x_accuracy", "eval_mlm_y_accuracy", "eval_ca_mlm_x_accuracy",
                 "eval_ca_mlm_y_accuracy", "train_runtime", "process_cpu_s")
         return {k: metrics[k] for k in keep if k in metrics}
@@ -151,7 +163,7 @@ class Study:
             str(mt / "test.tsv"), "--max_eval_samples", str(m["eval_samples"]), "--max_steps", str(m["steps"]),
             "--per_device_train_batch_size", str(m["batch"]), "--per_device_eval_batch_size", str(m["batch"]),
             "--learning_rate", str(m["lr"]), "--warmup_steps", "0.1", "--weight_decay", "0.01",
-            "--label_smoothing_factor", "0.1", "--max_length", str(m["max_length"]), *common(seed)],
+            "--label_smoothing_factor", "0.1", "--max_length", str(m["max_length"]), *common(seed, self.precision)],
             self.work / f"mt_{arm}_{seed}", self.threads)
         return {"test_bleu": metrics["test_bleu"], "test_chrf": metrics["test_chrf"],
                 "train_runtime": metrics.get("train_runtime"), "process_cpu_s": metrics["process_cpu_s"]}
@@ -176,7 +188,7 @@ class Study:
             "--max_eval_samples", str(c["eval_samples"]), "--max_steps", str(c["steps"]),
             "--per_device_train_batch_size", str(c["batch"]), "--per_device_eval_batch_size", str(4 * c["batch"]),
             "--learning_rate", str(c["lr"]), "--warmup_steps", "0.1", "--max_length", str(c["max_length"]),
-            *common(seed)], run, self.threads)
+            *common(seed, self.precision)], run, self.threads)
         out = {"accuracy_en": metrics["test_accuracy"]}
         for lang in ("de", "fr"):
             shown = cli("eval", str(run), "--split", "test", "--test_file", str(files / f"test.{lang}.jsonl"),
@@ -194,10 +206,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("PLMKIT_NUM_THREADS", "1")))
     parser.add_argument("--parallel", type=int, default=1, help="jobs at a time")
     parser.add_argument("--work_dir", default="outputs/veco_reproduction")
+    add_precision_option(parser)
     args = parser.parse_args()
     study = Study(args)
     study.prepare()
-    settings = {"scale": args.scale, **{k: v for k, v in study.scale.items()},
+    settings = {"scale": args.scale, "precision": study.precision, **study.scale,
                 "setup": __doc__.split("\n\n")[1].replace("\n", " ")}
     key = lambda r: (r["stage"], r["arm"], r["seed"])  # noqa: E731
     stages = {"pretrain": study.pretrain, "nlg": study.nlg, "retrieval": study.retrieval, "classify": study.classify}
