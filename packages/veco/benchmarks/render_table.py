@@ -1,6 +1,6 @@
 """Render the VECO README's results block from packages/veco/benchmarks/results/veco_*.json (never typed by hand):
 the reproduction (BLEU, retrieval P@1, zero-shot book-group accuracy per arm, with paired verdicts on the paper's
-claims; "not run yet" without its json), its plot, the step-cost measurement and the generate speed against fairseq.
+claims, one block per budget that has run; "not run yet" without one), its plot, the step-cost measurement and the generate speed against fairseq.
 
     python packages/veco/benchmarks/render_table.py [--check]
 """
@@ -17,7 +17,10 @@ from readme_block import mean_std, paired_verdict, render_cli  # noqa: E402
 ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "packages" / "veco" / "README.md"
 RESULTS = ROOT / "packages" / "veco" / "benchmarks" / "results"
-REPRO, PERF, PLOT = RESULTS / "veco_reproduction.json", RESULTS / "veco_perf.json", RESULTS / "veco_reproduction.png"
+PERF, PLOT = RESULTS / "veco_perf.json", RESULTS / "veco_reproduction.png"
+#: the reproduction's budgets (reproduce.py --scale), each rendered when its json holds runs; the plot shows the first
+REPROS = [(RESULTS / "veco_reproduction.json", "Reproduction at the full budget (`--scale full`, sized for a GPU)"),
+          (RESULTS / "veco_reproduction_cpu.json", "Reproduction at the CPU budget (`--scale cpu`)")]
 GENERATE = RESULTS / "veco_generate_perf.json"
 START, END = "<!-- veco-results:start -->", "<!-- veco-results:end -->"
 ARMS = {"random": "(a) random init", "mlm": "(b) MLM-only pre-training", "veco": "(c) VECO CA-MLM"}
@@ -53,13 +56,15 @@ def _values(data: dict) -> dict[tuple[str, str], dict[int, float]]:
     return out
 
 
-def reproduction(data: dict) -> list[str]:
+def reproduction(data: dict, title: str) -> list[str]:
     values = _values(data)
     s = data["settings"]
-    p, m, c = s["pretrain"], s["mt"], s["cls"]
+    p, m, c, shape = s["pretrain"], s["mt"], s["cls"], s["shape"]
     lines = [
-        f"Setup: {' '.join(s['setup'].split())}",
+        f"**{title}.** Setup: {' '.join(s['setup'].split())}",
         "",
+        f"Model: {shape['num_hidden_layers']} layers, d={shape['hidden_size']}, {shape['num_attention_heads']} heads, "
+        f"FFN {shape['intermediate_size']}, vocabulary {s['vocab_size']:,}; {s.get('precision', 'fp32')}. "
         f"Budget: pre-training {p['steps']:,} steps of {p['batch']} pairs (max length {p['max_length']}, lr "
         f"{p['lr']}) per arm; translation {m['steps']:,} steps of {m['batch']} pairs, BLEU of beam-{m['beams']} "
         f"outputs on {m['eval_samples']:,} held-out verses; retrieval on {s['retrieval']:,} held-out verse pairs; "
@@ -80,7 +85,7 @@ def reproduction(data: dict) -> list[str]:
             else:
                 cells.append("-")
         lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
-    lines += ["", "BLEU in sacreBLEU points, P@1 and accuracy in %, mean ± std over seeds.", "",
+    lines += ["", "BLEU in sacreBLEU points, P@1 and accuracy in %, mean ± std over seeds.", *_pretraining(data), "",
               "Verdicts (A - B in points, runs paired by seed: mean difference +- its standard error; **supported** "
               "only where the mean exceeds twice its standard error, **contradicted** below minus twice, otherwise "
               "within noise):", "", "| claim | A - B | verdict |", "|---|---|---|"]
@@ -88,8 +93,29 @@ def reproduction(data: dict) -> list[str]:
         va, vb = values.get((a, column)), values.get((b, column))
         cell = str(paired_verdict(va, vb, scale=1.0)) if va and vb and set(va) & set(vb) else "not run"
         lines.append(f"| {claim} | {ARMS[a].split(' ', 1)[1]} - {ARMS[b].split(' ', 1)[1]}, {column} | {cell} |")
-    lines += ["", "![BLEU and P@1 per arm](benchmarks/results/veco_reproduction.png)", ""]
-    return lines
+    return [*lines, ""]
+
+
+def _pretraining(data: dict) -> list[str]:
+    """What pre-training reached: held-out masked-token accuracy of each stream, mean over seeds."""
+    parts = []
+    for arm in ("mlm", "veco"):
+        runs = [r for r in data["runs"] if r["stage"] == "pretrain" and r["arm"] == arm]
+        if not runs:
+            continue
+        h = mean_std([100 * (r["eval_mlm_x_accuracy"] + r["eval_mlm_y_accuracy"]) / 2 for r in runs])[0]
+        text = f"{ARMS[arm].split(' ', 1)[1]}: H-stream {h:.1f}%"
+        if "eval_ca_mlm_x_accuracy" in runs[0]:
+            ca = mean_std([100 * (r["eval_ca_mlm_x_accuracy"] + r["eval_ca_mlm_y_accuracy"]) / 2 for r in runs])[0]
+            text += f", S-stream (CA-MLM, the paired sentence visible) {ca:.1f}%"
+        parts.append(text)
+    return ["", "Pre-training, masked-token accuracy on held-out pairs: " + "; ".join(parts) + "."] if parts else []
+
+
+def _reproductions() -> list[tuple[dict, str]]:
+    """(json content, title) of every budget whose json holds runs."""
+    found = [(json.loads(path.read_text()), title) for path, title in REPROS if path.exists()]
+    return [(data, title) for data, title in found if data.get("runs")]
 
 
 def perf(p: dict) -> list[str]:
@@ -109,8 +135,12 @@ def generate_perf(p: dict) -> list[str]:
 
 def render() -> str:
     lines: list[str] = []
-    if REPRO.exists() and json.loads(REPRO.read_text()).get("runs"):
-        lines += reproduction(json.loads(REPRO.read_text()))
+    repros = _reproductions()
+    for data, title in repros:
+        lines += reproduction(data, title)
+    if repros:
+        lines += [f"![BLEU and P@1 per arm](benchmarks/results/{PLOT.name}) (plot: {repros[0][1][0].lower()}"
+                  f"{repros[0][1][1:]})", ""]
     else:
         lines += ["Reproduction: not run yet (`packages/veco/benchmarks/reproduce.py` writes "
                   "`benchmarks/results/veco_reproduction.json`; the lead runs it).", ""]
@@ -122,14 +152,16 @@ def render() -> str:
 
 
 def plot() -> None:
-    if not REPRO.exists():
+    repros = _reproductions()
+    if not repros:
         return
+    data, title = repros[0]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    values = _values(json.loads(REPRO.read_text()))
+    values = _values(data)
     shown = ["de->en BLEU", "P@1 de->en", "P@1 fr->en"]
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2))
     for ax, column in zip(axes, shown, strict=True):
@@ -139,7 +171,7 @@ def plot() -> None:
                color=["#999999", "#6699cc", "#cc6633"][: len(arms)])
         ax.set_xticks(range(len(arms)), [a for a in arms])
         ax.set_title(column)
-    fig.suptitle("Small VECO on the Bible, held-out books (mean ± std over seeds)")
+    fig.suptitle(f"Small VECO on the Bible, held-out books (mean ± std over seeds); {title.split(' (')[0].lower()}")
     fig.tight_layout()
     fig.savefig(PLOT, dpi=120)
 

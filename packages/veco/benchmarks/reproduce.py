@@ -7,8 +7,8 @@ Arms (each for every seed; the seed fixes pre-training, initialisation and fine-
   (c) veco     -- `veco_pretrain --task.objective veco`: MLM + CA-MLM (Eq. 3 of the paper).
 Pre-training data: de-en and fr-en verse pairs plus monolingual adjacent-verse segments (en, de, fr) of the
 training books (`plmkit veco prepare-data`), a joint 16k SentencePiece vocabulary with [de]/[en]/[fr]
-(`plmkit veco vocab`). Model: 4 layers, d=256, 4 heads, FFN 1024 (NLG: 4+4 layers, the decoder initialised from
-the pre-trained layers 0..3 with their cross-attention, as the official `--keep-decoder-layers`).
+(`plmkit veco vocab`). Model: a 4-layer VECO, its width set by the scale (NLG: 4+4 layers, the decoder initialised
+from the pre-trained layers 0..3 with their cross-attention, as the official `--keep-decoder-layers`).
 
 Evaluations, all on held-out books (Deuteronomy, Esther, Ecclesiastes, Daniel, John, Ephesians):
   NLG  -- de->en translation fine-tuned on the training books (core `seq2seq` task), sacreBLEU of beam-5 outputs;
