@@ -103,9 +103,12 @@ def _multilingual_file(path, extra=()):
 
 
 def test_per_language_masks_through_plmkit_train(tmp_path, monkeypatch):
-    """Each training example is gated by the mask row of its `language` (codes mapped by --method.languages)."""
+    """Each example, in training and in evaluation (`plmkit train`'s test split, then `plmkit eval`), is gated by
+    the mask row of its `language` (codes mapped by --method.languages)."""
     rows = _multilingual_file(tmp_path / "train.jsonl")
-    pending, used = [], []
+    test_rows = _multilingual_file(tmp_path / "test.jsonl")[:20]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in test_rows))
+    pending, used, evaluated = [], [], []
     prepare, before_forward = StructuredPruningMethod.prepare_batch, UnitGates._before_forward
 
     def spy_prepare(self, batch, ctx):  # noqa: ANN001, ANN202
@@ -113,15 +116,15 @@ def test_per_language_masks_through_plmkit_train(tmp_path, monkeypatch):
         return prepare(self, batch, ctx)
 
     def spy_forward(self, model, args, kwargs):  # noqa: ANN001, ANN202
-        if model.training:
-            used.append((pending.pop(), self.rows.tolist()))
+        if pending:  # (the importance pass forwards without prepare_batch: it sets each language's rows itself)
+            (used if model.training else evaluated).append((pending.pop(), self.rows.tolist()))
         return before_forward(self, model, args, kwargs)
 
     monkeypatch.setattr(StructuredPruningMethod, "prepare_batch", spy_prepare)
     monkeypatch.setattr(UnitGates, "_before_forward", spy_forward)
     languages = ["de", "en", "fr"]
-    # Training data only: evaluation batches do not reach the method, so they could not pick a row.
     argv = ["train", "--model_name_or_path", "tiny-xlmr", "--train_file", str(tmp_path / "train.jsonl"),
+            "--test_file", str(tmp_path / "test.jsonl"), "--per_device_eval_batch_size", "8",
             "--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--learning_rate", "1e-2",
             "--output_dir", str(tmp_path / "run"), "--report_to", "none", "--save_strategy", "no",
             "--disable_tqdm", "true", "--num_threads", "1", "--method", "structured_pruning",
@@ -133,6 +136,12 @@ def test_per_language_masks_through_plmkit_train(tmp_path, monkeypatch):
     for example_ids, mask_rows in used:
         assert mask_rows == [expected[i] for i in example_ids]
     assert {r for _, mask_rows in used for r in mask_rows} == {0, 1, 2}
+    # the test split: 20 examples in batches of 8, in file order, each with its own language's row
+    test_expected = [languages.index(row["language"]) for row in test_rows]
+    assert [r for _, mask_rows in evaluated for r in mask_rows] == test_expected and len(evaluated) == 3
+    evaluated.clear()
+    assert main(["eval", str(tmp_path / "run"), "--split", "test", "--test_file", str(tmp_path / "test.jsonl")]) == 0
+    assert [r for _, mask_rows in evaluated for r in mask_rows] == test_expected
     _, _, method, _ = load_run(tmp_path / "run")
     assert method.unit_gates.head_mask.shape == (3, 2, 4) and (method.unit_gates.head_mask.sum(-1) == 2).all()
 
