@@ -23,9 +23,8 @@ from pathlib import Path
 
 from plmkit.core.config import parse_experiment
 from plmkit.core.data import load_builtin
-from plmkit.core.run import build_run_task, train
-from plmkit.core.training import Trainer
-from plmkit.structured_pruning import load_at
+from plmkit.core.run import train
+from plmkit.structured_pruning import evaluate_at
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "packages" / "structured_pruning" / "benchmarks" / "results"
@@ -74,17 +73,6 @@ def run(flags: list[str]) -> tuple[dict[str, float], float]:
     start = time.process_time()
     metrics = train(parse_experiment(flags))
     return metrics, time.process_time() - start
-
-
-def evaluate_gated(run_dir: Path, sparsity: float) -> float:
-    """Test accuracy of a Dynamic Sparsification run gated at ``sparsity``."""
-    model, tokenizer, _ = load_at(run_dir, sparsity)
-    cfg = parse_experiment([str(run_dir / "plmkit_config.yaml"), "--output_dir", str(run_dir), "--report_to", "none"])
-    task = build_run_task(cfg)
-    encoded = task.encode(task.load(), tokenizer, cfg.model.max_length)
-    trainer = Trainer(model, cfg.training, task=task, data_collator=task.collator(tokenizer, model),
-                      compute_metrics=task.compute_metrics())
-    return trainer.evaluate(encoded["test"], metric_key_prefix="test")["test_accuracy"]
 
 
 def recorded(task: str) -> list[dict]:
@@ -136,7 +124,7 @@ def main() -> None:
             flags = base_flags(files, seed, out, args.epochs) + ["--method", "dynamic_sparsification"]
             metrics, cpu = run(flags)
             for sparsity in args.ds_sparsities:
-                accuracy = evaluate_gated(out, sparsity)
+                accuracy = evaluate_at(out, sparsity)["test_accuracy"]
                 record({"task": task, "seed": seed, "method": "dynamic_sparsification", "sparsity": sparsity,
                         "test_accuracy": accuracy, "train_runtime": metrics["train_runtime"],
                         "cpu_seconds": cpu, "budget": budget})

@@ -13,6 +13,7 @@ from plmkit.core.testing import write_toy_files
 from plmkit.structured_pruning import (
     TOY_LANGUAGES,
     StructuredPruningMethod,
+    evaluate_at,
     export_at,
     load_at,
     multilingual_toy_dataset,
@@ -49,7 +50,18 @@ def test_structured_pruning_cli_save_and_reload_identical(files, tmp_path):
 
 
 def test_dynamic_sparsification_cli_then_export_at_any_sparsity(files, tmp_path):
-    _train(files, tmp_path / "ds", "--method", "dynamic_sparsification", "--method.sparsity", "0.5")
+    metrics = _train(files, tmp_path / "ds", "--method", "dynamic_sparsification", "--method.sparsity", "0.5",
+                     "--learning_rate", "1e-2")  # (its sub-networks then differ in loss by ~5e-5)
+    # evaluate_at: at the run's own sparsity, its test metrics; at another, the gated model's loss on any file
+    assert evaluate_at(tmp_path / "ds", 0.5)["test_loss"] == pytest.approx(metrics["test_loss"], abs=1e-6)
+    gated, tokenizer, _ = load_at(tmp_path / "ds", 0.75)
+    rows = [json.loads(line) for line in files["validation"].read_text().splitlines()]
+    with torch.no_grad():
+        logits = gated(**tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")).logits
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([r["label"] for r in rows])).item()
+    at = {sp: evaluate_at(tmp_path / "ds", sp, "test", ["--test_file", str(files["validation"])])["test_loss"]
+          for sp in (0.5, 0.75)}
+    assert at[0.75] == pytest.approx(loss, abs=1e-6) and abs(at[0.75] - at[0.5]) > 1e-5
     ids = torch.randint(5, 100, (2, 7))
     for sparsity in (0.25, 0.75):
         gated, _, _ = load_at(tmp_path / "ds", sparsity)

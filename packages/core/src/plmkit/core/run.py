@@ -181,9 +181,15 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         raise RunError(f"{path} does not fit the rebuilt model: missing {untied[:5]}, unexpected {unexpected[:5]}")
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", data_overrides: list[str] | None = None) -> dict[str, float]:
-    """Evaluate a trained run on one split of its data (or of other data given as flags)."""
-    model, processor, method, cfg = load_run(run_dir)
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    data_overrides: list[str] | None = None,
+    loaded: tuple[torch.nn.Module, Any, Method, ExperimentConfig] | None = None,
+) -> dict[str, float]:
+    """Evaluate a trained run on one split of its data (or of other data given as flags). `loaded` is the run as
+    `load_run` returned it, changed by the caller (e.g. gated at another sparsity); by default it is loaded here."""
+    model, processor, method, cfg = loaded if loaded is not None else load_run(run_dir)
     if data_overrides:
         cfg = parse_experiment([str(Path(run_dir) / CONFIG_FILE), "--output_dir", str(run_dir), *data_overrides])
     task = build_run_task(cfg)

@@ -11,7 +11,7 @@ from plmkit.structured_pruning.dynamic import sample_sparsities
 from plmkit.structured_pruning.efficiency import flops_per_sequence, interleaved_latency, size_report
 from plmkit.structured_pruning.method import DynamicSparsificationMethod, StructuredPruningMethod
 from plmkit.structured_pruning.ranking import importance_batches, unit_importance
-from plmkit.structured_pruning.runs import export_at, load_at
+from plmkit.structured_pruning.runs import evaluate_at, export_at, load_at
 from plmkit.structured_pruning.schedule import first_order_events
 from plmkit.structured_pruning.toy import TOY_LANGUAGES, multilingual_toy_dataset
 
@@ -21,6 +21,7 @@ __all__ = [
     "DynamicSparsificationMethod",
     "StructuredPruningConfig",
     "StructuredPruningMethod",
+    "evaluate_at",
     "export_at",
     "first_order_events",
     "flops_per_sequence",
