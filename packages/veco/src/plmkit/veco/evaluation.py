@@ -52,13 +52,15 @@ def embed(model: nn.Module, tokenizer: Any, texts: list[str], layer: int, batch_
 
 
 def retrieval_precision_at_1(model: nn.Module, tokenizer: Any, sources: list[str], targets: list[str],
-                             layer: int | None = None, batch_size: int = 64, max_length: int = 128) -> float:
-    """The share of sources whose most similar target (cosine of mean-pooled states) is their own translation."""
+                             layer: int | None = None, batch_size: int = 64, max_length: int = 128,
+                             target_model: nn.Module | None = None) -> float:
+    """The share of sources whose most similar target (cosine of mean-pooled states) is their own translation.
+    `target_model` embeds the targets when they need another network (e.g. a per-language pruned sub-network)."""
     if len(sources) != len(targets) or not sources:
         raise DataError(f"retrieval needs aligned, non-empty lists; got {len(sources)} sources, {len(targets)} targets")
     config = getattr(model, "config", None)
     layer = default_layer(int(getattr(config, "num_hidden_layers", 4))) if layer is None else layer
     a = F.normalize(embed(model, tokenizer, sources, layer, batch_size, max_length), dim=-1)
-    b = F.normalize(embed(model, tokenizer, targets, layer, batch_size, max_length), dim=-1)
+    b = F.normalize(embed(target_model or model, tokenizer, targets, layer, batch_size, max_length), dim=-1)
     nearest = (a @ b.t()).argmax(dim=1)
     return float(nearest.eq(torch.arange(len(sources), device=nearest.device)).float().mean())

@@ -1,0 +1,101 @@
+"""benchmarks/multilingual.py, the multilingual study, without its real budget: the data it draws (the same verses
+in every language), its job list, its option checks, and (slow) one run of each kind on a tiny XLM-R."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "multilingual.py"
+LANGUAGES = ("en", "de", "fr")
+GROUPS = ("law", "history", "poetry")
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("structured_pruning_multilingual", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bible(tmp_path):
+    """A made-up `plmkit veco prepare-data` folder: verse-aligned classify files and translation test pairs."""
+    data = tmp_path / "data"
+    (data / "classify").mkdir(parents=True)
+    for split, n in (("train", 40), ("test", 20)):
+        for lang in LANGUAGES:
+            rows = [{"text": f"{lang} {split} verse {i} {GROUPS[i % 3]}", "label": GROUPS[i % 3], "language": lang}
+                    for i in range(n)]
+            (data / "classify" / f"{split}.{lang}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for pair in ("de-en", "fr-en"):
+        (data / "mt" / pair).mkdir(parents=True)
+        src = pair.split("-")[0]
+        lines = ["source\ttarget", *(f"{src} verse {i}\ten verse {i}" for i in range(20))]
+        (data / "mt" / pair / "test.tsv").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def _rows(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_the_study_trains_and_tests_on_the_same_verses_in_every_language(bible, tmp_path):
+    files = _study().write_data(bible, tmp_path / "work", n_train=10, n_test=8)
+    train, english = _rows(files["train"]), _rows(files["train_en"])
+    assert len(train) == 30 and len(english) == 10
+    # three rows a verse (en, de, fr), the English ones being the English-only file
+    assert [r["language"] for r in train] == list(LANGUAGES) * 10
+    assert [r for r in train if r["language"] == "en"] == english
+    verses = [r["text"].split()[-2] for r in english]
+    for lang in ("de", "fr"):
+        assert [r["text"].split()[-2] for r in train if r["language"] == lang] == verses
+    tests = {lang: _rows(files[f"test_{lang}"]) for lang in LANGUAGES}
+    assert {len(rows) for rows in tests.values()} == {8}
+    assert [r["text"].split()[-2] for r in tests["de"]] == [r["text"].split()[-2] for r in tests["en"]]
+    # drawn once: a second call keeps the files
+    assert _study().write_data(bible, tmp_path / "work", n_train=10, n_test=8) == files
+
+
+def test_job_list_and_bad_options(tmp_path, capsys):
+    study = _study()
+    args = study.argparse.Namespace(backbone=["a=x", "b=y"], seeds=[1, 2], settings=list(study.SETTINGS),
+                                    algorithms=["first_order", "l0"], sparsities=[0.5, 0.9])
+    jobs = study.jobs(args)
+    # per backbone and seed: dense, dense_en, ds, and 3 pruned settings x 2 algorithms x 2 sparsities
+    assert len(jobs) == 2 * 2 * (3 + 3 * 2 * 2)
+    assert {j["setting"] for j in jobs} == set(study.SETTINGS)
+    for argv, message in (([], "--data and at least one --backbone"),
+                          (["--data", "d", "--backbone", "veco"], "--backbone takes NAME=FOLDER"),
+                          (["--data", "d", "--backbone", f"a={tmp_path}"], "--backbone takes NAME=FOLDER")):
+        with pytest.raises(SystemExit) as stop:
+            study.sys.argv = ["multilingual.py", *argv]
+            study.main()
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_one_run_of_each_kind_on_a_tiny_xlmr(bible, tmp_path, monkeypatch):
+    from plmkit.core.models import load_model
+
+    model, tokenizer = load_model("tiny-xlmr", kind="masked-lm")
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "study.json"
+    monkeypatch.setattr("sys.argv", [
+        str(SCRIPT), "--data", str(bible), "--backbone", f"tiny={tmp_path / 'tiny'}", "--seeds", "1",
+        "--settings", "dense", "per_language", "ds", "--algorithms", "first_order", "--sparsities", "0.5",
+        "--train", "24", "--test", "12", "--retrieval", "12", "--steps", "4", "--batch", "8",
+        "--work_dir", str(tmp_path / "work"), "--json", str(out), "--precision", "fp32"])
+    _study().main()
+    runs = {r["setting"]: r for r in json.loads(out.read_text())["runs"]}
+    assert set(runs) == {"dense", "per_language", "ds"}
+    scores = [runs["dense"], runs["per_language"], *runs["ds"]["by_sparsity"].values()]
+    assert set(runs["ds"]["by_sparsity"]) == {"0.0", "0.5"}
+    for found in scores:
+        assert all(0 <= found[f"accuracy_{lang}"] <= 1 for lang in LANGUAGES)
+        assert all(0 <= found[f"p_at_1_{p}"] <= 1 for p in ("de_en", "fr_en"))
+    assert runs["per_language"]["head_sparsity"] == 0.5
