@@ -190,6 +190,51 @@ def test_ours_to_fairseq_and_back(tmp_path, tokenizer):
         assert torch.equal(value, model.model.decoder.layers[1].state_dict()[key]), key
 
 
+@needs_fairseq
+def test_a_cut_down_dictionary_keeps_the_rows_the_resized_dict_map_marks(tmp_path, tokenizer):
+    """`--resized-dict-map`: a checkpoint written with the full vocabulary, loaded by fairseq with a dictionary of
+    some of its symbols (the official per-language-pair fine-tuning), keeps each kept symbol's own embedding row."""
+    from plmkit.veco.fairseq.convert import load_fairseq, to_fairseq
+
+    torch.manual_seed(0)
+    pre = VecoForPreTraining(tiny_model_config(tokenizer))
+    model = VecoForConditionalGeneration.from_pretraining(pre, [0, 1], decoder_start_token_id=tokenizer.language_id("en"))
+    to_fairseq(model, tokenizer, tmp_path / "full", "de", "en")
+    full = (tmp_path / "full" / "dict.en.txt").read_text().splitlines()
+    kept = [i % 3 != 1 or line.startswith(("[de]", "[en]", "<mask>")) for i, line in enumerate(full)]
+    (tmp_path / "cut").mkdir()
+    for lang in ("de", "en"):
+        (tmp_path / "cut" / f"dict.{lang}.txt").write_text("".join(f"{line}\n" for line, k in zip(full, kept, strict=True) if k))
+    (tmp_path / "map.txt").write_text("".join(f"{int(k)}\n" for k in kept))
+    checkpoint = tmp_path / "full" / "checkpoint.pt"
+    with pytest.raises(ValueError, match="pass --resized-dict-map"):
+        load_fairseq(checkpoint, data=tmp_path / "cut")
+    cut, task = load_fairseq(checkpoint, data=tmp_path / "cut", overrides={"resized_dict_map": str(tmp_path / "map.txt")})
+    dictionary, shared = task.target_dictionary, model.model.shared.weight
+    assert len(dictionary) == 4 + sum(kept) < len(tokenizer)
+    for symbol in dictionary.symbols:
+        row = cut.encoder.embed_tokens.weight[dictionary.index(symbol)]
+        assert torch.equal(row, shared[tokenizer.convert_tokens_to_ids(symbol)]), symbol
+    assert torch.equal(cut.decoder.output_projection.weight, cut.encoder.embed_tokens.weight)
+
+
+@needs_fairseq
+def test_kept_rows_follows_the_official_layouts():
+    from plmkit.veco.fairseq.model import kept_rows
+
+    assert kept_rows(10, 10, True, None) is None
+    assert kept_rows(11, 10, False, None) == [True] * 10 + [False]  # pre-training's <mask> row is dropped
+    # official layout: 4 specials, dict.txt (3 lines), <mask>; kept when the dictionary has it
+    assert kept_rows(8, 6, True, ["1", "0", "0", ""]) == [True] * 4 + [True, False, False] + [True]
+    assert kept_rows(8, 6, False, ["1", "0", "1"]) == [True] * 4 + [True, False, True] + [False]
+    # ours: <mask> is a dict.txt entry like the others
+    assert kept_rows(8, 6, True, ["1", "0", "1", "0"]) == [True] * 4 + [True, False, True, False]
+    for dict_map, message in ((None, "pass --resized-dict-map"), (["1", "2", "1"], "must be 0 or 1"),
+                              (["1"], "has 1 lines"), (["1", "1", "1"], "keeps 8 rows")):
+        with pytest.raises(ValueError, match=message):
+            kept_rows(8, 6, True, dict_map)
+
+
 def test_without_fairseq_the_commands_fail_with_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
     """fairseq missing (its import fails): the rest of plmkit.veco works, the fairseq commands end in one line."""
     monkeypatch.setitem(sys.modules, "fairseq", None)  # `import fairseq` raises ImportError
