@@ -184,6 +184,79 @@ def efficiency_table() -> tuple[list[str], dict | None]:
     return lines, data
 
 
+MULTILINGUAL = RESULTS / "structured_pruning_multilingual.json"
+STUDY_LANGUAGES, STUDY_PAIRS = ("en", "de", "fr"), ("de_en", "fr_en")
+PRUNED = ("shared", "per_language", "zero_shot")
+SETTING_ORDER = ("dense", "dense_en", *PRUNED, "ds")
+
+
+def _study_runs(data: dict) -> dict[tuple, dict[int, dict]]:
+    """(backbone, setting, algorithm, sparsity) -> {seed: scores}; a DS run gives one entry per sparsity."""
+    out: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for r in data["runs"]:
+        for sparsity, scores in (r["by_sparsity"].items() if "by_sparsity" in r else [(r["sparsity"], r)]):
+            out[(r["backbone"], r["setting"], r["algorithm"], float(sparsity))][r["seed"]] = scores
+    return out
+
+
+def _study_score(scores: dict, measure: str, setting: str) -> float:
+    """Accuracy: mean over en/de/fr (over de/fr, the zero-shot languages, for English-trained models); retrieval:
+    mean P@1 over de->en and fr->en."""
+    if measure == "retrieval":
+        return statistics.mean(scores[f"p_at_1_{p}"] for p in STUDY_PAIRS)
+    languages = STUDY_LANGUAGES[1:] if setting in ("dense_en", "zero_shot") else STUDY_LANGUAGES
+    return statistics.mean(scores[f"accuracy_{lang}"] for lang in languages)
+
+
+def multilingual_block() -> list[str]:
+    lines = ["### Multilingual study (results)", ""]
+    if not MULTILINGUAL.exists():
+        return [*lines, "Not run yet (`benchmarks/multilingual.py` writes "
+                        "`benchmarks/results/structured_pruning_multilingual.json`)."]
+    data = json.loads(MULTILINGUAL.read_text())
+    s, runs = data["settings"], _study_runs(data)
+    lines.append(f"Budget: {s['steps']} steps x {s['batch']}, lr {s['lr']}, max length {s['max_length']}, "
+                 f"{s['precision']}, {s['threads']} thread(s) a run; {s['train_verses']:,} training verses (x3 rows "
+                 f"in en+de+fr), {s['test_verses']:,} test verses per language, {s['retrieval_pairs']:,} retrieval "
+                 "pairs. Accuracy: mean over en, de and fr, except the English-trained rows (`dense_en`, `zero_shot`): "
+                 "mean over de and fr, zero-shot. Retrieval: mean P@1 over de->en and fr->en. Mean ± std over seeds "
+                 "(n).")
+    for backbone in sorted({k[0] for k in runs}):
+        keys = [k for k in runs if k[0] == backbone]
+        sparsities = sorted({k[3] for k in keys if k[1] in (*PRUNED, "ds")} - {0.0})
+        rows = sorted({k[1:3] for k in keys}, key=lambda r: (SETTING_ORDER.index(r[0]), r[1]))
+        for measure in ("accuracy", "retrieval"):
+            lines += ["", f"**{backbone}**, {measure} (%)", "", "| setting | algorithm | 0% | "
+                      + " | ".join(f"{100 * x:.0f}%" for x in sparsities) + " |", "|---|---|" + "---|" * (1 + len(sparsities))]
+            for setting, algorithm in rows:
+                cells = []
+                for x in (0.0, *sparsities):
+                    seeds = runs.get((backbone, setting, algorithm, x))
+                    cells.append(_mean_std([_study_score(v, measure, setting) for v in seeds.values()]) if seeds else "")
+                lines.append(f"| {setting} | {algorithm} | " + " | ".join(cells) + " |")
+        lines += ["", f"**{backbone}**, the paper's findings (accuracy as above, A - B in points, paired by seed):", "",
+                  "| finding | sparsity | A - B |", "|---|---|---|"]
+        for x in sparsities:
+            for claim, a, b in _study_claims(keys, x):
+                va = {seed: _study_score(v, "accuracy", a[0]) for seed, v in runs[(backbone, *a, x)].items()}
+                vb = {seed: _study_score(v, "accuracy", b[0]) for seed, v in runs[(backbone, *b, x)].items()}
+                lines.append(f"| {claim} | {100 * x:.0f}% | {paired_verdict(va, vb)} |")
+    return lines
+
+
+def _study_claims(keys: list[tuple], x: float) -> list[tuple[str, tuple, tuple]]:
+    """(finding, A, B) at sparsity x for the runs present: A, B are (setting, algorithm)."""
+    have = {k[1:3] for k in keys if k[3] == x}
+    claims = [(f"per-language masks beat one shared mask ({alg})", ("per_language", alg), ("shared", alg))
+              for alg in sorted({a for st, a in have if st == "per_language"}) if ("shared", alg) in have]
+    claims += [(f"the simplest (one-shot first-order) beats {alg} (shared mask)", ("shared", "first_order"),
+                ("shared", alg)) for alg in sorted({a for st, a in have if st == "shared"} - {"first_order"})
+               if ("shared", "first_order") in have]
+    if ("ds", "-") in have and ("shared", "first_order") in have:
+        claims.append(("DS (one run) against separate first-order pruning", ("ds", "-"), ("shared", "first_order")))
+    return claims
+
+
 def plots(cells: dict, efficiency: dict | None) -> None:
     import matplotlib  # the `bench` extra; `--check` needs no plotting
 
@@ -223,7 +296,7 @@ def main() -> None:
     repro, cells = reproduction_tables()
     eff, efficiency = efficiency_table()
     block = ["### Efficiency", "", *eff, "", "### Dynamic Sparsification step cost", "", *ds_cost_lines(), "",
-             "### Accuracy vs sparsity", "", *repro]
+             "### Accuracy vs sparsity", "", *repro, "", *multilingual_block()]
     render_cli(README, BEGIN, END, lambda: "\n".join(block), lambda: plots(cells, efficiency))
 
 

@@ -99,3 +99,32 @@ def test_one_run_of_each_kind_on_a_tiny_xlmr(bible, tmp_path, monkeypatch):
         assert all(0 <= found[f"accuracy_{lang}"] <= 1 for lang in LANGUAGES)
         assert all(0 <= found[f"p_at_1_{p}"] <= 1 for p in ("de_en", "fr_en"))
     assert runs["per_language"]["head_sparsity"] == 0.5
+
+
+def test_the_results_block_renders_tables_and_paired_verdicts(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("structured_pruning_render", SCRIPT.parent / "render_table.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+
+    def scores(accuracy, p_at_1=0.5):
+        return {**{f"accuracy_{lang}": accuracy for lang in LANGUAGES}, "p_at_1_de_en": p_at_1, "p_at_1_fr_en": p_at_1}
+
+    runs = []
+    for seed, noise in ((1, 0.0), (2, 0.01), (3, -0.01)):
+        base = {"backbone": "veco", "seed": seed}
+        runs += [{**base, "setting": "dense", "algorithm": "-", "sparsity": 0.0, **scores(0.8 + noise)},
+                 {**base, "setting": "shared", "algorithm": "first_order", "sparsity": 0.5, **scores(0.7 + noise)},
+                 {**base, "setting": "per_language", "algorithm": "first_order", "sparsity": 0.5,
+                  **scores(0.6 + 2 * noise)},
+                 {**base, "setting": "ds", "algorithm": "-", "sparsity": 0.0,
+                  "by_sparsity": {"0.0": scores(0.8), "0.5": scores(0.7 + noise + 0.001)}}]
+    settings = {"steps": 600, "batch": 32, "lr": 5e-4, "max_length": 64, "precision": "bf16", "threads": 1,
+                "train_verses": 2000, "test_verses": 1000, "retrieval_pairs": 1000}
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"settings": settings, "runs": runs}))
+    monkeypatch.setattr(render, "MULTILINGUAL", path)
+    text = "\n".join(render.multilingual_block())
+    assert "| dense | - | 80.0 ± 1.0 (n=3) |  |" in text
+    assert "| ds | - | 80.0 ± 0.0 (n=3) | 70.1 ± 1.0 (n=3) |" in text
+    assert "| per-language masks beat one shared mask (first_order) | 50% | -10.0 +- 0.6 (3 seeds): contradicted |" in text
+    assert "| DS (one run) against separate first-order pruning | 50% | +0.1 +- 0.0 (3 seeds): supported |" in text
