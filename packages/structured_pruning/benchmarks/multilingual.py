@@ -61,23 +61,31 @@ ALGORITHMS: dict[str, list[str]] = {
 
 
 # -- data and backbones --------------------------------------------------------------------------------------------
-def write_data(data: Path, work: Path, n_train: int, n_test: int) -> dict[str, str]:
-    """Training files (en+de+fr and English only, the same verses) and per-language test files, drawn once."""
-    folder = work / "data"
+def write_data(data: Path, work: Path, n_train: int, n_test: int, test_books: str = "held_out") -> dict[str, str]:
+    """Training files (en+de+fr and English only, the same verses) and per-language test files, drawn once (seed
+    0). `test_books`: "held_out" tests on the held-out books; "training" on other verses of the training books."""
+    folder = work / f"data-{test_books}-{n_train}-{n_test}"
     files = {"train": folder / "train.jsonl", "train_en": folder / "train.en.jsonl",
              **{f"test_{lang}": folder / f"test.{lang}.jsonl" for lang in LANGUAGES}}
-    if not all(f.exists() for f in files.values()):
-        folder.mkdir(parents=True, exist_ok=True)
-        for split, n, names in (("train", n_train, ("train",)), ("test", n_test, ())):
-            rows = {lang: (data / "classify" / f"{split}.{lang}.jsonl").read_text().splitlines() for lang in LANGUAGES}
-            if len({len(r) for r in rows.values()}) != 1:
-                raise SystemExit(f"{data / 'classify'}: the {split} files of {LANGUAGES} are not verse-aligned")
-            keep = sorted(random.Random(0).sample(range(len(rows["en"])), min(n, len(rows["en"]))))
-            for lang in LANGUAGES:
-                chosen = "".join(rows[lang][i] + "\n" for i in keep)
-                (folder / f"{split}.{lang}.jsonl").write_text(chosen)
-            for name in names:
-                (folder / f"{name}.jsonl").write_text("".join(rows[lang][i] + "\n" for i in keep for lang in LANGUAGES))
+    if all(f.exists() for f in files.values()):
+        return {k: str(v) for k, v in files.items()}
+    rows = {}
+    for split in ("train", "test"):
+        rows[split] = {lang: (data / "classify" / f"{split}.{lang}.jsonl").read_text().splitlines() for lang in LANGUAGES}
+        if len({len(r) for r in rows[split].values()}) != 1:
+            raise SystemExit(f"{data / 'classify'}: the {split} files of {LANGUAGES} are not verse-aligned")
+    order = random.Random(0).sample(range(len(rows["train"]["en"])), len(rows["train"]["en"]))
+    if test_books == "held_out":
+        test_rows = rows["test"]
+        test = random.Random(0).sample(range(len(test_rows["en"])), min(n_test, len(test_rows["en"])))
+    else:
+        test_rows, test = rows["train"], order[n_train : n_train + n_test]
+    train = sorted(order[:n_train])
+    folder.mkdir(parents=True, exist_ok=True)
+    for lang in LANGUAGES:
+        files[f"test_{lang}"].write_text("".join(test_rows[lang][i] + "\n" for i in sorted(test)))
+    files["train_en"].write_text("".join(rows["train"]["en"][i] + "\n" for i in train))
+    files["train"].write_text("".join(rows["train"][lang][i] + "\n" for i in train for lang in LANGUAGES))
     return {k: str(v) for k, v in files.items()}
 
 
@@ -170,6 +178,8 @@ def main() -> None:
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     parser.add_argument("--train", type=int, default=2000, help="training verses (x3 rows in en+de+fr)")
     parser.add_argument("--test", type=int, default=1000, help="test verses per language")
+    parser.add_argument("--test_books", choices=("held_out", "training"), default="held_out",
+                        help="test on the held-out books, or on other verses of the training books")
     parser.add_argument("--retrieval", type=int, default=1000, help="held-out verse pairs for retrieval")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=32)
@@ -192,7 +202,7 @@ def main() -> None:
     if any(not 0 < s < 1 for s in args.sparsities):
         parser.error(f"--sparsities must lie strictly between 0 and 1, got {args.sparsities}")
     work, data, precision = Path(args.work_dir), Path(args.data), resolve_precision(args.precision)
-    files = write_data(data, work, args.train, args.test)
+    files = write_data(data, work, args.train, args.test, args.test_books)
     pairs = {pair: str(data / "mt" / pair / "test.tsv") for pair in PAIRS}
     folders = {name: backbone_folder(name, Path(path), work)
                for name, path in (b.split("=", 1) for b in args.backbone)}
@@ -228,9 +238,9 @@ def main() -> None:
                 **{k: metrics[k] for k in ("head_sparsity", "neuron_sparsity") if k in metrics}}
 
     settings = {"data": str(data), "backbones": {n: str(f) for n, f in folders.items()}, "train_verses": args.train,
-                "test_verses": args.test, "retrieval_pairs": args.retrieval, "steps": args.steps, "batch": args.batch,
-                "lr": args.lr, "max_length": args.max_length, "precision": precision, "threads": args.threads,
-                "setup": __doc__.split("\n\n")[1].replace("\n", " ")}
+                "test_verses": args.test, "test_books": args.test_books, "retrieval_pairs": args.retrieval,
+                "steps": args.steps, "batch": args.batch, "lr": args.lr, "max_length": args.max_length,
+                "precision": precision, "threads": args.threads, "setup": __doc__.split("\n\n")[1].replace("\n", " ")}
     key = lambda r: (r["backbone"], r["seed"], r["setting"], r["algorithm"], r["sparsity"])  # noqa: E731
     run_sweep(Path(args.json), jobs(args), run_one, key=key, parallel=args.parallel, settings=settings)
 

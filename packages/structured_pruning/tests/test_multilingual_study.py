@@ -58,6 +58,12 @@ def test_the_study_trains_and_tests_on_the_same_verses_in_every_language(bible, 
     assert [r["text"].split()[-2] for r in tests["de"]] == [r["text"].split()[-2] for r in tests["en"]]
     # drawn once: a second call keeps the files
     assert _study().write_data(bible, tmp_path / "work", n_train=10, n_test=8) == files
+    # tested on other verses of the training books instead of the held-out books
+    same_books = _study().write_data(bible, tmp_path / "work", n_train=10, n_test=8, test_books="training")
+    assert _rows(same_books["train"]) == train
+    test_en = _rows(same_books["test_en"])
+    assert len(test_en) == 8 and all(" train verse " in r["text"] for r in test_en)
+    assert not {r["text"] for r in test_en} & {r["text"] for r in english}
 
 
 def test_job_list_and_bad_options(tmp_path, capsys):
