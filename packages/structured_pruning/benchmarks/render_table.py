@@ -184,7 +184,10 @@ def efficiency_table() -> tuple[list[str], dict | None]:
     return lines, data
 
 
-MULTILINGUAL = RESULTS / "structured_pruning_multilingual.json"
+#: the multilingual study's json files (benchmarks/multilingual.py --json), one block each
+MULTILINGUAL = "structured_pruning_multilingual*.json"
+TEST_BOOKS = {"training": "tested on other verses of the training books",
+              "held_out": "tested on the held-out books"}
 STUDY_LANGUAGES, STUDY_PAIRS = ("en", "de", "fr"), ("de_en", "fr_en")
 PRUNED = ("shared", "per_language", "zero_shot")
 SETTING_ORDER = ("dense", "dense_en", *PRUNED, "ds")
@@ -209,39 +212,47 @@ def _study_score(scores: dict, measure: str, setting: str) -> float:
 
 
 def multilingual_block() -> list[str]:
-    lines = ["### Multilingual study (results)", ""]
-    if not MULTILINGUAL.exists():
-        return [*lines, "Not run yet (`benchmarks/multilingual.py` writes "
-                        "`benchmarks/results/structured_pruning_multilingual.json`)."]
-    data = json.loads(MULTILINGUAL.read_text())
+    files = sorted(RESULTS.glob(MULTILINGUAL))
+    if not files:
+        return ["### Multilingual study (results)", "", "Not run yet (`benchmarks/multilingual.py` writes "
+                "`benchmarks/results/structured_pruning_multilingual.json`)."]
+    return [line for path in files for line in _study_block(json.loads(path.read_text()), path.name)]
+
+
+def _study_block(data: dict, name: str) -> list[str]:
     s, runs = data["settings"], _study_runs(data)
-    lines.append(f"Budget: {s['steps']} steps x {s['batch']}, lr {s['lr']}, max length {s['max_length']}, "
-                 f"{s['precision']}, {s['threads']} thread(s) a run; {s['train_verses']:,} training verses (x3 rows "
-                 f"in en+de+fr), {s['test_verses']:,} test verses per language, {s['retrieval_pairs']:,} retrieval "
-                 "pairs. Accuracy: mean over en, de and fr, except the English-trained rows (`dense_en`, `zero_shot`): "
-                 "mean over de and fr, zero-shot. Retrieval: mean P@1 over de->en and fr->en. Mean ± std over seeds "
-                 "(n).")
+    majority = ", ".join(f"{lang} {100 * v:.1f}%" for lang, v in s["majority"].items())
+    lines = [f"### Multilingual study (results): {TEST_BOOKS[s['test_books']]}", "",
+             f"`{name}`. Budget: {s['steps']} steps x {s['batch']}, lr {s['lr']}, max length {s['max_length']}, "
+             f"{s['precision']}, {s['threads']} thread(s) a run; {s['train_verses']:,} training verses (x3 rows "
+             f"in en+de+fr), {s['test_verses']:,} test verses per language (always guessing the most frequent "
+             f"group scores {majority}), {s['retrieval_pairs']:,} retrieval pairs of the held-out books. Accuracy: "
+             "mean over en, de and fr, except the English-trained rows (`dense_en`, `zero_shot`): mean over de and "
+             "fr, zero-shot. Retrieval: mean P@1 over de->en and fr->en. Mean ± std over seeds (n)."]
     for backbone in sorted({k[0] for k in runs}):
         keys = [k for k in runs if k[0] == backbone]
         sparsities = sorted({k[3] for k in keys if k[1] in (*PRUNED, "ds")} - {0.0})
         rows = sorted({k[1:3] for k in keys}, key=lambda r: (SETTING_ORDER.index(r[0]), r[1]))
         for measure in ("accuracy", "retrieval"):
             lines += ["", f"**{backbone}**, {measure} (%)", "", "| setting | algorithm | 0% | "
-                      + " | ".join(f"{100 * x:.0f}%" for x in sparsities) + " |", "|---|---|" + "---|" * (1 + len(sparsities))]
+                      + " | ".join(f"{100 * x:.0f}%" for x in sparsities) + " |",
+                      "|---|---|" + "---|" * (1 + len(sparsities))]
             for setting, algorithm in rows:
                 cells = []
                 for x in (0.0, *sparsities):
                     seeds = runs.get((backbone, setting, algorithm, x))
                     cells.append(_mean_std([_study_score(v, measure, setting) for v in seeds.values()]) if seeds else "")
                 lines.append(f"| {setting} | {algorithm} | " + " | ".join(cells) + " |")
-        lines += ["", f"**{backbone}**, the paper's findings (accuracy as above, A - B in points, paired by seed):", "",
-                  "| finding | sparsity | A - B |", "|---|---|---|"]
+        findings = []
         for x in sparsities:
             for claim, a, b in _study_claims(keys, x):
                 va = {seed: _study_score(v, "accuracy", a[0]) for seed, v in runs[(backbone, *a, x)].items()}
                 vb = {seed: _study_score(v, "accuracy", b[0]) for seed, v in runs[(backbone, *b, x)].items()}
-                lines.append(f"| {claim} | {100 * x:.0f}% | {paired_verdict(va, vb)} |")
-    return lines
+                findings.append(f"| {claim} | {100 * x:.0f}% | {paired_verdict(va, vb)} |")
+        if findings:
+            lines += ["", f"**{backbone}**, the paper's findings (accuracy as above, A - B in points, paired by seed):",
+                      "", "| finding | sparsity | A - B |", "|---|---|---|", *findings]
+    return [*lines, ""]
 
 
 def _study_claims(keys: list[tuple], x: float) -> list[tuple[str, tuple, tuple]]:

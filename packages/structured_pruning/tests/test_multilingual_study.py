@@ -125,11 +125,12 @@ def test_the_results_block_renders_tables_and_paired_verdicts(tmp_path, monkeypa
                  {**base, "setting": "ds", "algorithm": "-", "sparsity": 0.0,
                   "by_sparsity": {"0.0": scores(0.8), "0.5": scores(0.7 + noise + 0.001)}}]
     settings = {"steps": 600, "batch": 32, "lr": 5e-4, "max_length": 64, "precision": "bf16", "threads": 1,
-                "train_verses": 2000, "test_verses": 1000, "retrieval_pairs": 1000}
-    path = tmp_path / "study.json"
-    path.write_text(json.dumps({"settings": settings, "runs": runs}))
-    monkeypatch.setattr(render, "MULTILINGUAL", path)
+                "train_verses": 2000, "test_verses": 1000, "test_books": "training", "retrieval_pairs": 1000,
+                "majority": {"en": 0.3, "de": 0.3, "fr": 0.3}}
+    (tmp_path / "structured_pruning_multilingual.json").write_text(json.dumps({"settings": settings, "runs": runs}))
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
     text = "\n".join(render.multilingual_block())
+    assert "tested on other verses of the training books" in text and "scores en 30.0%, de 30.0%" in text
     assert "| dense | - | 80.0 ± 1.0 (n=3) |  |" in text
     assert "| ds | - | 80.0 ± 0.0 (n=3) | 70.1 ± 1.0 (n=3) |" in text
     assert "| per-language masks beat one shared mask (first_order) | 50% | -10.0 +- 0.6 (3 seeds): contradicted |" in text
