@@ -54,7 +54,8 @@ from sweep import (  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 LANGUAGES = ("en", "de", "fr")
 PAIRS = ("de-en", "fr-en")
-SETTINGS = ("dense", "dense_en", "shared", "per_language", "zero_shot", "ds")
+PRUNED = ("shared", "per_language", "zero_shot")
+SETTINGS = ("dense", "dense_en", *PRUNED, "ds")
 ALGORITHMS: dict[str, list[str]] = {
     "first_order": ["--method.algorithm", "first_order"],
     "first_order_iterative": ["--method.algorithm", "first_order", "--method.iterations", "3"],
@@ -166,16 +167,17 @@ def evaluate(spec: dict) -> dict:
 
 # -- jobs ----------------------------------------------------------------------------------------------------------
 def jobs(args: argparse.Namespace) -> list[dict]:
+    """Per backbone and seed: the unpruned and DS runs, then each (algorithm, sparsity) in every pruned setting
+    next to each other (so that a partial sweep already holds complete comparisons)."""
     out = []
     for backbone in args.backbone:
         for seed in args.seeds:
             base = {"backbone": backbone.split("=", 1)[0], "seed": seed}
-            for setting in args.settings:
-                if setting in ("dense", "dense_en", "ds"):
-                    out.append({**base, "setting": setting, "algorithm": "-", "sparsity": 0.0})
-                    continue
-                out += [{**base, "setting": setting, "algorithm": a, "sparsity": s}
-                        for a in args.algorithms for s in args.sparsities]
+            out += [{**base, "setting": setting, "algorithm": "-", "sparsity": 0.0}
+                    for setting in args.settings if setting in ("dense", "dense_en", "ds")]
+            out += [{**base, "setting": setting, "algorithm": a, "sparsity": x}
+                    for a in args.algorithms for x in args.sparsities for setting in args.settings
+                    if setting in PRUNED]
     return out
 
 
