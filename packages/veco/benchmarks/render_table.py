@@ -8,6 +8,7 @@ claims, one block per budget that has run; "not run yet" without one), its plot,
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -85,7 +86,10 @@ def reproduction(data: dict, title: str) -> list[str]:
             else:
                 cells.append("-")
         lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
-    lines += ["", "BLEU in sacreBLEU points, P@1 and accuracy in %, mean ± std over seeds.", *_pretraining(data), "",
+    majority = (f" Always guessing the most frequent book group scores {100 * s['majority']:.1f}% of the test verses."
+                if "majority" in s else "")
+    lines += ["", f"BLEU in sacreBLEU points, P@1 and accuracy in %, mean ± std over seeds.{majority}",
+              *_pretraining(data), *_cost(data), "",
               "Verdicts (A - B in points, runs paired by seed: mean difference +- its standard error; **supported** "
               "only where the mean exceeds twice its standard error, **contradicted** below minus twice, otherwise "
               "within noise):", "", "| claim | A - B | verdict |", "|---|---|---|"]
@@ -110,6 +114,17 @@ def _pretraining(data: dict) -> list[str]:
             text += f", S-stream (CA-MLM, the paired sentence visible) {ca:.1f}%"
         parts.append(text)
     return ["", "Pre-training, masked-token accuracy on held-out pairs: " + "; ".join(parts) + "."] if parts else []
+
+
+def _cost(data: dict) -> list[str]:
+    """Measured process CPU time of the runs that record it (pre-training per arm, translation), mean over runs."""
+    parts = []
+    for stage, arm, label in (("pretrain", "mlm", "MLM-only pre-training"), ("pretrain", "veco", "VECO pre-training"),
+                              ("nlg", None, "translation fine-tuning with its beam search")):
+        cpu = [r["process_cpu_s"] for r in data["runs"] if r["stage"] == stage and arm in (None, r["arm"])]
+        if cpu:
+            parts.append(f"{label} {statistics.mean(cpu) / 60:.0f} min")
+    return ["", "CPU time per run (process time, mean over runs): " + "; ".join(parts) + "."] if parts else []
 
 
 def _reproductions() -> list[tuple[dict, str]]:
