@@ -212,11 +212,13 @@ def _study_score(scores: dict, measure: str, setting: str) -> float:
 
 
 def multilingual_block() -> list[str]:
-    files = sorted(RESULTS.glob(MULTILINGUAL))
-    if not files:
-        return ["### Multilingual study (results)", "", "Not run yet (`benchmarks/multilingual.py` writes "
-                "`benchmarks/results/structured_pruning_multilingual.json`)."]
-    return [line for path in files for line in _study_block(json.loads(path.read_text()), path.name)]
+    lines = []
+    if not (RESULTS / MULTILINGUAL.replace("*", "")).exists():
+        lines += ["### Multilingual study (results)", "", "The study with its default options has not run yet "
+                  "(`benchmarks/multilingual.py` writes `benchmarks/results/structured_pruning_multilingual.json`).", ""]
+    for path in sorted(RESULTS.glob(MULTILINGUAL)):
+        lines += _study_block(json.loads(path.read_text()), path.name)
+    return lines
 
 
 def _study_block(data: dict, name: str) -> list[str]:
@@ -234,8 +236,8 @@ def _study_block(data: dict, name: str) -> list[str]:
         sparsities = sorted({k[3] for k in keys if k[1] in (*PRUNED, "ds")} - {0.0})
         rows = sorted({k[1:3] for k in keys}, key=lambda r: (SETTING_ORDER.index(r[0]), r[1]))
         for measure in ("accuracy", "retrieval"):
-            lines += ["", f"**{backbone}**, {measure} (%)", "", "| setting | algorithm | 0% | "
-                      + " | ".join(f"{100 * x:.0f}%" for x in sparsities) + " |",
+            columns = " | ".join(f"{100 * x:.0f}%" for x in (0.0, *sparsities))
+            lines += ["", f"**{backbone}**, {measure} (%)", "", f"| setting | algorithm | {columns} |",
                       "|---|---|" + "---|" * (1 + len(sparsities))]
             for setting, algorithm in rows:
                 cells = []
