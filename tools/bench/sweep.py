@@ -25,13 +25,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepError", "add_precision_option", "logged_curve", "logged_losses", "plmkit_train", "precision_flags", "resolve_precision",
-           "run_sweep"]
+__all__ = ["SweepError", "add_precision_option", "logged_curve", "logged_losses", "majority_share", "plmkit_train",
+           "precision_flags", "resolve_precision", "run_python", "run_sweep", "thread_env"]
 
 
 class SweepError(RuntimeError):
@@ -118,16 +119,35 @@ def resolve_precision(choice: str = "auto") -> str:
     return "bf16" if fast_bf16() else "fp32"
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """This process's environment for a child limited to `threads` torch threads (PLMKIT_NUM_THREADS)."""
+    return {**os.environ, "PLMKIT_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_python(argv: list[str], threads: int = 1, what: str | None = None) -> str:
+    """`python *argv` in a subprocess with `threads` torch threads; returns its stdout. Raises `SweepError` naming
+    `what` (default: the command) with the tail of its stderr when it fails."""
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=thread_env(threads))
+    if proc.returncode != 0:
+        raise SweepError(f"{what or ' '.join(argv[:3])} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def majority_share(path: Path, limit: int | None = None) -> float:
+    """What always guessing the most frequent `label` scores on a jsonl file (its first `limit` rows)."""
+    labels = Counter(json.loads(line)["label"] for line in Path(path).read_text().splitlines()[:limit])
+    return max(labels.values()) / sum(labels.values())
+
+
 def plmkit_train(argv: list[str], out: Path, threads: int = 1) -> dict[str, Any]:
     """`python -m plmkit.core.cli train *argv --output_dir out` in a subprocess with `threads` torch threads
     (PLMKIT_NUM_THREADS); returns its metrics.json plus `process_cpu_s`, the CPU seconds (user + system) of the
     whole subprocess: start-up, data, training and the final evaluations. Raises `SweepError` with the tail of
     the log when the run fails."""
-    env = {**os.environ, "PLMKIT_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "plmkit.core.cli", "train", *argv, "--output_dir", str(out)]
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=thread_env(threads))
         try:
             _, status, usage = os.wait4(proc.pid, 0)  # this child's own resource usage (threads may run others)
         except BaseException:

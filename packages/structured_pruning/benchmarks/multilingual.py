@@ -35,27 +35,28 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
 from sweep import (  # noqa: E402
-    SweepError,
     add_precision_option,
+    majority_share,
     plmkit_train,
     precision_flags,
     resolve_precision,
+    run_python,
     run_sweep,
 )
 
 RESULTS = Path(__file__).parent / "results"
+JSON = RESULTS / "structured_pruning_multilingual.json"
 LANGUAGES = ("en", "de", "fr")
 PAIRS = ("de-en", "fr-en")
 PRUNED = ("shared", "per_language", "zero_shot")
 SETTINGS = ("dense", "dense_en", *PRUNED, "ds")
+ENGLISH_ONLY = ("dense_en", "zero_shot")  # trained on English only: de and fr are zero-shot
 ALGORITHMS: dict[str, list[str]] = {
     "first_order": ["--method.algorithm", "first_order"],
     "first_order_iterative": ["--method.algorithm", "first_order", "--method.iterations", "3"],
@@ -93,15 +94,6 @@ def write_data(data: Path, work: Path, n_train: int, n_test: int, test_books: st
     return {k: str(v) for k, v in files.items()}
 
 
-def majority_shares(files: dict[str, str]) -> dict[str, float]:
-    """The share of the most frequent label in each language's test file (what always guessing it scores)."""
-    shares = {}
-    for lang in LANGUAGES:
-        labels = Counter(json.loads(line)["label"] for line in Path(files[f"test_{lang}"]).read_text().splitlines())
-        shares[lang] = max(labels.values()) / sum(labels.values())
-    return shares
-
-
 def backbone_folder(name: str, source: Path, work: Path) -> Path:
     """`source` itself when it is an XLM-R-form model, else its `plmkit veco export` (made once)."""
     model_type = json.loads((source / "config.json").read_text()).get("model_type")
@@ -109,8 +101,8 @@ def backbone_folder(name: str, source: Path, work: Path) -> Path:
         return source
     out = work / "backbones" / name
     if not (out / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "plmkit.core.cli", "veco", "export", str(source), "--output_dir",
-                        str(out)], check=True, capture_output=True)
+        run_python(["-m", "plmkit.core.cli", "veco", "export", str(source), "--output_dir", str(out)],
+                   what=f"plmkit veco export {source}")
     return out
 
 
@@ -136,6 +128,10 @@ def evaluate(spec: dict) -> dict:
     from plmkit.veco.evaluation import retrieval_precision_at_1
 
     run, out = Path(spec["run"]), {}
+    pairs = {}  # pair -> (sources, targets), the first `retrieval` verse pairs of its test file
+    for pair in PAIRS:
+        rows = [line.split("\t") for line in Path(spec["pairs"][pair]).read_text().splitlines()[1:]]
+        pairs[pair] = ([r[0] for r in rows[: spec["retrieval"]]], [r[1] for r in rows[: spec["retrieval"]]])
     for sparsity in spec["sparsities"] or [None]:
         found = {}
         for lang in LANGUAGES:
@@ -152,13 +148,11 @@ def evaluate(spec: dict) -> dict:
                     encoders[lang] = encoders["en"]
                     continue
                 encoders[lang] = _compacted(run, overrides, Path(tmp) / lang)
-            for pair in PAIRS:
+            for pair, (sources, targets) in pairs.items():
                 src, tgt = pair.split("-")
-                rows = [line.split("\t") for line in Path(spec["pairs"][pair]).read_text().splitlines()[1:]]
-                rows = rows[: spec["retrieval"]]
                 (source_model, tokenizer), (target_model, _) = encoders[src], encoders[tgt]
-                found[f"p_at_1_{src}_{tgt}"] = retrieval_precision_at_1(
-                    source_model, tokenizer, [r[0] for r in rows], [r[1] for r in rows], target_model=target_model)
+                found[f"p_at_1_{src}_{tgt}"] = retrieval_precision_at_1(source_model, tokenizer, sources, targets,
+                                                                        target_model=target_model)
         if sparsity is None:
             return found
         out[str(sparsity)] = found
@@ -202,7 +196,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("PLMKIT_NUM_THREADS", "1")))
     parser.add_argument("--parallel", type=int, default=1, help="jobs at a time")
     parser.add_argument("--work_dir", default="outputs/structured_pruning_multilingual")
-    parser.add_argument("--json", default=str(RESULTS / "structured_pruning_multilingual.json"))
+    parser.add_argument("--json", default=str(JSON))
     add_precision_option(parser)
     args = parser.parse_args()
     if args.evaluate:
@@ -224,7 +218,7 @@ def main() -> None:
     def run_one(job: dict) -> dict:
         name = "-".join(str(job[k]) for k in ("backbone", "setting", "algorithm", "sparsity", "seed"))
         out = work / "runs" / name
-        english = job["setting"] in ("dense_en", "zero_shot")
+        english = job["setting"] in ENGLISH_ONLY
         flags = ["--model_name_or_path", str(folders[job["backbone"]]),
                  "--train_file", files["train_en" if english else "train"], "--max_steps", str(args.steps),
                  "--per_device_train_batch_size", str(args.batch), "--per_device_eval_batch_size", "128",
@@ -242,17 +236,13 @@ def main() -> None:
         spec = {"run": str(out), "files": files, "pairs": pairs, "retrieval": args.retrieval,
                 "per_language": job["setting"] == "per_language",
                 "sparsities": [0.0, *args.sparsities] if job["setting"] == "ds" else None}
-        env = {**os.environ, "PLMKIT_NUM_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
-        proc = subprocess.run([sys.executable, __file__, "--evaluate", json.dumps(spec)], capture_output=True,
-                              text=True, env=env)
-        if proc.returncode != 0:
-            raise SweepError(f"evaluating {out} failed:\n{proc.stderr[-3000:]}")
-        found = json.loads(proc.stdout.strip().splitlines()[-1])
+        shown = run_python([__file__, "--evaluate", json.dumps(spec)], args.threads, what=f"evaluating {out}")
+        found = json.loads(shown.strip().splitlines()[-1])
         return {**found, "process_cpu_s": metrics["process_cpu_s"],
                 **{k: metrics[k] for k in ("head_sparsity", "neuron_sparsity") if k in metrics}}
 
     settings = {"data": str(data), "backbones": {n: str(f) for n, f in folders.items()}, "train_verses": args.train,
-                "test_verses": args.test, "test_books": args.test_books, "majority": majority_shares(files),
+                "test_verses": args.test, "test_books": args.test_books, "majority": {lang: majority_share(files[f"test_{lang}"]) for lang in LANGUAGES},
                 "retrieval_pairs": args.retrieval,
                 "steps": args.steps, "batch": args.batch, "lr": args.lr, "max_length": args.max_length,
                 "precision": precision, "threads": args.threads, "setup": __doc__.split("\n\n")[1].replace("\n", " ")}

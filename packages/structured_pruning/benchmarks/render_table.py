@@ -13,6 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import multilingual as study  # noqa: E402  (the multilingual study's settings, languages and pairs)
 from readme_block import mean_std, paired_verdict, render_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -188,9 +190,6 @@ def efficiency_table() -> tuple[list[str], dict | None]:
 MULTILINGUAL = "structured_pruning_multilingual*.json"
 TEST_BOOKS = {"training": "tested on other verses of the training books",
               "held_out": "tested on the held-out books"}
-STUDY_LANGUAGES, STUDY_PAIRS = ("en", "de", "fr"), ("de_en", "fr_en")
-PRUNED = ("shared", "per_language", "zero_shot")
-SETTING_ORDER = ("dense", "dense_en", *PRUNED, "ds")
 
 
 def _study_runs(data: dict) -> dict[tuple, dict[int, dict]]:
@@ -206,14 +205,14 @@ def _study_score(scores: dict, measure: str, setting: str) -> float:
     """Accuracy: mean over en/de/fr (over de/fr, the zero-shot languages, for English-trained models); retrieval:
     mean P@1 over de->en and fr->en."""
     if measure == "retrieval":
-        return statistics.mean(scores[f"p_at_1_{p}"] for p in STUDY_PAIRS)
-    languages = STUDY_LANGUAGES[1:] if setting in ("dense_en", "zero_shot") else STUDY_LANGUAGES
+        return statistics.mean(scores[f"p_at_1_{p.replace('-', '_')}"] for p in study.PAIRS)
+    languages = [lang for lang in study.LANGUAGES if lang != "en" or setting not in study.ENGLISH_ONLY]
     return statistics.mean(scores[f"accuracy_{lang}"] for lang in languages)
 
 
 def multilingual_block() -> list[str]:
     lines = []
-    if not (RESULTS / MULTILINGUAL.replace("*", "")).exists():
+    if not (RESULTS / study.JSON.name).exists():
         lines += ["### Multilingual study (results)", "", "The study with its default options has not run yet "
                   "(`benchmarks/multilingual.py` writes `benchmarks/results/structured_pruning_multilingual.json`).", ""]
     for path in sorted(RESULTS.glob(MULTILINGUAL)):
@@ -233,8 +232,8 @@ def _study_block(data: dict, name: str) -> list[str]:
              "fr, zero-shot. Retrieval: mean P@1 over de->en and fr->en. Mean ± std over seeds (n)."]
     for backbone in sorted({k[0] for k in runs}):
         keys = [k for k in runs if k[0] == backbone]
-        sparsities = sorted({k[3] for k in keys if k[1] in (*PRUNED, "ds")} - {0.0})
-        rows = sorted({k[1:3] for k in keys}, key=lambda r: (SETTING_ORDER.index(r[0]), r[1]))
+        sparsities = sorted({k[3] for k in keys if k[1] in (*study.PRUNED, "ds")} - {0.0})
+        rows = sorted({k[1:3] for k in keys}, key=lambda r: (study.SETTINGS.index(r[0]), r[1]))
         for measure in ("accuracy", "retrieval"):
             columns = " | ".join(f"{100 * x:.0f}%" for x in (0.0, *sparsities))
             lines += ["", f"**{backbone}**, {measure} (%)", "", f"| setting | algorithm | {columns} |",

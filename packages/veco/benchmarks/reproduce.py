@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -42,9 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
 from sweep import (  # noqa: E402
     SweepError,
     add_precision_option,
+    majority_share,
     plmkit_train,
     precision_flags,
     resolve_precision,
+    run_python,
     run_sweep,
 )
 
@@ -82,12 +82,7 @@ SCALES = {
 
 def cli(*argv: str, threads: int = 1) -> str:
     """`python -m plmkit.core.cli ...` in a subprocess; returns its stdout (raises SweepError on failure)."""
-    env = {**os.environ, "PLMKIT_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "plmkit.core.cli", *argv], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SweepError(f"plmkit {' '.join(argv[:2])} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc.stdout
+    return run_python(["-m", "plmkit.core.cli", *argv], threads, what=f"plmkit {' '.join(argv[:2])}")
 
 
 def common(seed: int, precision: str) -> list[str]:
@@ -125,7 +120,7 @@ class Study:
                     "tok = VecoTokenizer.from_pretrained(sys.argv[1]); torch.manual_seed(int(sys.argv[3])); "
                     f"m = VecoForPreTraining(VecoConfig(vocab_size=len(tok), **{self.scale['shape']!r})); "
                     "m.save_pretrained(sys.argv[2]); tok.save_pretrained(sys.argv[2])")
-            subprocess.run([sys.executable, "-c", code, str(self.tok), str(folder), str(seed)], check=True)
+            run_python(["-c", code, str(self.tok), str(folder), str(seed)], what=f"a random VECO for seed {seed}")
         if not (folder / "config.json").exists():
             raise SweepError(f"{folder} is missing: the {arm} pre-training of seed {seed} is recorded in {self.json} "
                              "but its model is not in --work_dir; delete that run from the json to redo it")
@@ -134,9 +129,7 @@ class Study:
     def majority(self) -> float:
         """The share of the most frequent book group among the English test verses the classifier is scored on
         (what always guessing it scores; the German and French verses are the same ones)."""
-        lines = (self.data / "classify" / "test.en.jsonl").read_text().splitlines()[: self.scale["cls"]["eval_samples"]]
-        counts = Counter(json.loads(line)["label"] for line in lines)
-        return max(counts.values()) / sum(counts.values())
+        return majority_share(self.data / "classify" / "test.en.jsonl", self.scale["cls"]["eval_samples"])
 
     # -- jobs ---------------------------------------------------------------------------------------------------------
     def pretrain(self, job: dict) -> dict:
