@@ -102,16 +102,17 @@ def reproduction(data: dict, title: str) -> list[str]:
 
 def _pretraining(data: dict) -> list[str]:
     """What pre-training reached: held-out masked-token accuracy of each stream, mean over seeds."""
+    def accuracy(runs: list[dict], term: str) -> float:  # mean over runs of the x and y sides, in %
+        return statistics.mean(50 * (r[f"eval_{term}_x_accuracy"] + r[f"eval_{term}_y_accuracy"]) for r in runs)
+
     parts = []
     for arm in ("mlm", "veco"):
         runs = [r for r in data["runs"] if r["stage"] == "pretrain" and r["arm"] == arm]
         if not runs:
             continue
-        h = mean_std([100 * (r["eval_mlm_x_accuracy"] + r["eval_mlm_y_accuracy"]) / 2 for r in runs])[0]
-        text = f"{ARMS[arm].split(' ', 1)[1]}: H-stream {h:.1f}%"
+        text = f"{ARMS[arm].split(' ', 1)[1]}: H-stream {accuracy(runs, 'mlm'):.1f}%"
         if "eval_ca_mlm_x_accuracy" in runs[0]:
-            ca = mean_std([100 * (r["eval_ca_mlm_x_accuracy"] + r["eval_ca_mlm_y_accuracy"]) / 2 for r in runs])[0]
-            text += f", S-stream (CA-MLM, the paired sentence visible) {ca:.1f}%"
+            text += f", S-stream (CA-MLM, the paired sentence visible) {accuracy(runs, 'ca_mlm'):.1f}%"
         parts.append(text)
     return ["", "Pre-training, masked-token accuracy on held-out pairs: " + "; ".join(parts) + "."] if parts else []
 
