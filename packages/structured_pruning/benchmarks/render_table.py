@@ -11,6 +11,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -244,16 +245,49 @@ def _study_block(data: dict, name: str) -> list[str]:
                     seeds = runs.get((backbone, setting, algorithm, x))
                     cells.append(_mean_std([_study_score(v, measure, setting) for v in seeds.values()]) if seeds else "")
                 lines.append(f"| {setting} | {algorithm} | " + " | ".join(cells) + " |")
-        findings = []
-        for x in sparsities:
-            for claim, a, b in _study_claims(keys, x):
-                va = {seed: _study_score(v, "accuracy", a[0]) for seed, v in runs[(backbone, *a, x)].items()}
-                vb = {seed: _study_score(v, "accuracy", b[0]) for seed, v in runs[(backbone, *b, x)].items()}
-                findings.append(f"| {claim} | {100 * x:.0f}% | {paired_verdict(va, vb)} |")
-        if findings:
-            lines += ["", f"**{backbone}**, the paper's findings (accuracy as above, A - B in points, paired by seed):",
-                      "", "| finding | sparsity | A - B |", "|---|---|---|", *findings]
+        lines += _study_findings(runs, backbone, keys, sparsities) + _study_cost(data["runs"], backbone)
     return [*lines, ""]
+
+
+def _study_findings(runs: dict, backbone: str, keys: list[tuple], sparsities: list[float]) -> list[str]:
+    """One row per finding, one column per sparsity, and "all": per seed, the mean over the sparsities at which
+    both sides ran (the seeds that ran both sides at all of them)."""
+    claims: dict[str, tuple[tuple, tuple]] = {}
+    for x in sparsities:
+        claims.update({claim: (a, b) for claim, a, b in _study_claims(keys, x)})
+    if not claims:
+        return []
+
+    def accuracy(side: tuple, x: float) -> dict[int, float]:
+        return {seed: _study_score(v, "accuracy", side[0]) for seed, v in runs.get((backbone, *side, x), {}).items()}
+
+    rows = []
+    for claim, (a, b) in claims.items():
+        cells = [paired_verdict(accuracy(a, x), accuracy(b, x)) if accuracy(a, x).keys() & accuracy(b, x).keys()
+                 else "" for x in sparsities]
+        both = [x for x in sparsities if accuracy(a, x).keys() & accuracy(b, x).keys()]
+        seeds = set.intersection(*(set(accuracy(side, x)) for side in (a, b) for x in both))
+        pooled = [{seed: statistics.mean(accuracy(side, x)[seed] for x in both) for seed in seeds} for side in (a, b)]
+        cells.append(paired_verdict(*pooled) if seeds else "")
+        rows.append(f"| {claim} | " + " | ".join(str(c) for c in cells) + " |")
+    columns = " | ".join(f"{100 * x:.0f}%" for x in sparsities)
+    return ["", f"**{backbone}**, the paper's findings (accuracy as above, A - B in points, paired by seed; all: "
+            "each seed's mean over the sparsities both sides ran):", "", f"| finding (A vs B) | {columns} | all |",
+            "|---|" + "---|" * (len(sparsities) + 1), *rows]
+
+
+def _study_cost(recorded: list[dict], backbone: str) -> list[str]:
+    """DS's whole-run cost against one separately pruned first-order run (training process CPU seconds)."""
+    def cpu(setting: str, algorithm: str) -> list[float]:
+        return [r["process_cpu_s"] for r in recorded
+                if (r["backbone"], r["setting"], r["algorithm"]) == (backbone, setting, algorithm)]
+
+    ds, one = cpu("ds", "-"), cpu("shared", "first_order")
+    if not ds or not one:
+        return []
+    return ["", f"Cost: one DS run (every sparsity) trains in {statistics.mean(ds):.0f} CPU s, "
+            f"{statistics.mean(ds) / statistics.mean(one):.2f}x one separately pruned first-order run "
+            f"({statistics.mean(one):.0f} s; training only, means over the runs)."]
 
 
 def _study_claims(keys: list[tuple], x: float) -> list[tuple[str, tuple, tuple]]:
@@ -302,6 +336,45 @@ def plots(cells: dict, efficiency: dict | None) -> None:
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(RESULTS / "structured_pruning_latency_vs_size.png", dpi=110)
+    if (RESULTS / study.JSON.name).exists():
+        _study_plot(plt, json.loads((RESULTS / study.JSON.name).read_text()))
+
+
+def _study_plot(plt: Any, data: dict) -> None:
+    """The default study's accuracy vs sparsity, one column per backbone: the settings with first-order pruning
+    (top), the algorithms with one shared mask (bottom); dense fine-tuning as a dotted line."""
+    runs = _study_runs(data)
+    backbones = sorted({k[0] for k in runs if k[1] in study.PRUNED})
+    if not backbones:
+        return
+    fig, axes = plt.subplots(2, len(backbones), figsize=(5 * len(backbones), 7), squeeze=False)
+    for column, backbone in enumerate(backbones):
+        lines = {0: [(s, "first_order") for s in study.PRUNED] + [("ds", "-")],
+                 1: [("shared", a) for a in study.ALGORITHMS] + [("ds", "-")]}
+        colors = {line: f"C{i}" for i, line in enumerate(dict.fromkeys(lines[0] + lines[1]))}
+        for row, series in lines.items():
+            ax = axes[row][column]
+            for setting, algorithm in series:
+                points = sorted((k[3], v) for k, v in runs.items()
+                                if k[:3] == (backbone, setting, algorithm) and k[3] > 0)
+                if points:
+                    ax.plot([100 * x for x, _ in points],
+                            [100 * statistics.mean(_study_score(s, "accuracy", setting) for s in v.values())
+                             for _, v in points], marker="o", color=colors[(setting, algorithm)],
+                            label=f"{setting}, {algorithm}")
+            for setting in ("dense", "dense_en"):
+                seeds = runs.get((backbone, setting, "-", 0.0))
+                if seeds:
+                    ax.axhline(100 * statistics.mean(_study_score(s, "accuracy", setting) for s in seeds.values()),
+                               linestyle=":" if setting == "dense" else "-.", color="gray",
+                               label="dense" if setting == "dense" else "dense_en (de, fr: zero-shot)")
+            ax.axhline(100 * statistics.mean(data["settings"]["majority"].values()), linestyle="--", color="k",
+                       linewidth=0.8, label="majority class")
+            ax.set(title=f"{backbone}: {'settings (first-order)' if row == 0 else 'algorithms (shared mask)'}",
+                   xlabel="sparsity (% of heads and FFN neurons)", ylabel="accuracy (%)")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "structured_pruning_multilingual.png", dpi=110)
 
 
 def main() -> None:

@@ -119,11 +119,14 @@ def test_the_results_block_renders_tables_and_paired_verdicts(tmp_path, monkeypa
     for seed, noise in ((1, 0.0), (2, 0.01), (3, -0.01)):
         base = {"backbone": "veco", "seed": seed}
         runs += [{**base, "setting": "dense", "algorithm": "-", "sparsity": 0.0, **scores(0.8 + noise)},
-                 {**base, "setting": "shared", "algorithm": "first_order", "sparsity": 0.5, **scores(0.7 + noise)},
+                 {**base, "setting": "shared", "algorithm": "first_order", "sparsity": 0.5, **scores(0.7 + noise),
+                  "process_cpu_s": 100.0},
+                 {**base, "setting": "shared", "algorithm": "first_order", "sparsity": 0.9, **scores(0.5 + noise),
+                  "process_cpu_s": 100.0},
                  {**base, "setting": "per_language", "algorithm": "first_order", "sparsity": 0.5,
                   **scores(0.6 + 2 * noise)},
-                 {**base, "setting": "ds", "algorithm": "-", "sparsity": 0.0,
-                  "by_sparsity": {"0.0": scores(0.8), "0.5": scores(0.7 + noise + 0.001)}}]
+                 {**base, "setting": "ds", "algorithm": "-", "sparsity": 0.0, "process_cpu_s": 180.0,
+                  "by_sparsity": {"0.0": scores(0.8), "0.5": scores(0.7 + noise + 0.002), "0.9": scores(0.53)}}]
     settings = {"steps": 600, "batch": 32, "lr": 5e-4, "max_length": 64, "precision": "bf16", "threads": 1,
                 "train_verses": 2000, "test_verses": 1000, "test_books": "training", "retrieval_pairs": 1000,
                 "majority": {"en": 0.3, "de": 0.3, "fr": 0.3}}
@@ -132,6 +135,11 @@ def test_the_results_block_renders_tables_and_paired_verdicts(tmp_path, monkeypa
     text = "\n".join(render.multilingual_block())
     assert "tested on other verses of the training books" in text and "scores en 30.0%, de 30.0%" in text
     assert "| dense | - | 80.0 ± 1.0 (n=3) |  |" in text
-    assert "| ds | - | 80.0 ± 0.0 (n=3) | 70.1 ± 1.0 (n=3) |" in text
-    assert "| per-language masks beat one shared mask (first_order) | 50% | -10.0 +- 0.6 (3 seeds): contradicted |" in text
-    assert "| DS (one run) against separate first-order pruning | 50% | +0.1 +- 0.0 (3 seeds): supported |" in text
+    assert "| ds | - | 80.0 ± 0.0 (n=3) | 70.2 ± 1.0 (n=3) | 53.0 ± 0.0 (n=3) |" in text
+    assert "| finding (A vs B) | 50% | 90% | all |" in text
+    # per-language masks ran at 50% only: no 90% cell, and "all" pools the sparsities both sides ran at every seed
+    assert ("| per-language masks beat one shared mask (first_order) | -10.0 +- 0.6 (3 seeds): contradicted |  | "
+            "-10.0 +- 0.6 (3 seeds): contradicted |") in text
+    assert ("| DS (one run) against separate first-order pruning | +0.2 +- 0.0 (3 seeds): supported | "
+            "+3.0 +- 0.6 (3 seeds): supported | +1.6 +- 0.3 (3 seeds): supported |") in text
+    assert "trains in 180 CPU s, 1.80x one separately pruned first-order run (100 s" in text
