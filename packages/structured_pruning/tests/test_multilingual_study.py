@@ -71,8 +71,8 @@ def test_job_list_and_bad_options(tmp_path, capsys):
     args = study.argparse.Namespace(backbone=["a=x", "b=y"], seeds=[1, 2], settings=list(study.SETTINGS),
                                     algorithms=["first_order", "l0"], sparsities=[0.5, 0.9])
     jobs = study.jobs(args)
-    # per backbone and seed: dense, dense_en, ds, and 3 pruned settings x 2 algorithms x 2 sparsities
-    assert len(jobs) == 2 * 2 * (3 + 3 * 2 * 2)
+    # per backbone and seed: bag_of_tokens, dense, dense_en, ds, and 3 pruned settings x 2 algorithms x 2 sparsities
+    assert len(jobs) == 2 * 2 * (4 + 3 * 2 * 2)
     assert {j["setting"] for j in jobs} == set(study.SETTINGS)
     for argv, message in (([], "--data and at least one --backbone"),
                           (["--data", "d", "--backbone", "veco"], "--backbone takes NAME=FOLDER"),
@@ -93,12 +93,15 @@ def test_one_run_of_each_kind_on_a_tiny_xlmr(bible, tmp_path, monkeypatch):
     out = tmp_path / "study.json"
     monkeypatch.setattr("sys.argv", [
         str(SCRIPT), "--data", str(bible), "--backbone", f"tiny={tmp_path / 'tiny'}", "--seeds", "1",
-        "--settings", "dense", "per_language", "ds", "--algorithms", "first_order", "--sparsities", "0.5",
+        "--settings", "bag_of_tokens", "dense", "per_language", "ds", "--algorithms", "first_order", "--sparsities", "0.5",
         "--train", "24", "--test", "12", "--retrieval", "12", "--steps", "4", "--batch", "8",
         "--work_dir", str(tmp_path / "work"), "--json", str(out), "--precision", "fp32"])
     _study().main()
     runs = {r["setting"]: r for r in json.loads(out.read_text())["runs"]}
-    assert set(runs) == {"dense", "per_language", "ds"}
+    assert set(runs) == {"bag_of_tokens", "dense", "per_language", "ds"}
+    # the bag of tokens learns the made-up verses, whose last word is their group (a third of them each)
+    assert all(runs["bag_of_tokens"][f"accuracy_{lang}"] > 0.5 for lang in LANGUAGES)
+    assert not any(k.startswith("p_at_1") for k in runs["bag_of_tokens"])
     scores = [runs["dense"], runs["per_language"], *runs["ds"]["by_sparsity"].values()]
     assert set(runs["ds"]["by_sparsity"]) == {"0.0", "0.5"}
     for found in scores:
@@ -119,6 +122,8 @@ def test_the_results_block_renders_tables_and_paired_verdicts(tmp_path, monkeypa
     for seed, noise in ((1, 0.0), (2, 0.01), (3, -0.01)):
         base = {"backbone": "veco", "seed": seed}
         runs += [{**base, "setting": "dense", "algorithm": "-", "sparsity": 0.0, **scores(0.8 + noise)},
+                 {**base, "setting": "bag_of_tokens", "algorithm": "-", "sparsity": 0.0,
+                  **{f"accuracy_{lang}": 0.9 for lang in LANGUAGES}},
                  {**base, "setting": "shared", "algorithm": "first_order", "sparsity": 0.5, **scores(0.7 + noise),
                   "process_cpu_s": 100.0},
                  {**base, "setting": "shared", "algorithm": "first_order", "sparsity": 0.9, **scores(0.5 + noise),
@@ -135,6 +140,7 @@ def test_the_results_block_renders_tables_and_paired_verdicts(tmp_path, monkeypa
     text = "\n".join(render.multilingual_block())
     assert "tested on other verses of the training books" in text and "scores en 30.0%, de 30.0%" in text
     assert "| dense | - | 80.0 ± 1.0 (n=3) |  |" in text
+    assert text.count("| bag_of_tokens | - | 90.0 ± 0.0 (n=3) |") == 1  # accuracy only: it has no encoder to retrieve
     assert "| ds | - | 80.0 ± 0.0 (n=3) | 70.2 ± 1.0 (n=3) | 53.0 ± 0.0 (n=3) |" in text
     assert "| finding (A vs B) | 50% | 90% | all |" in text
     # per-language masks ran at 50% only: no 90% cell, and "all" pools the sparsities both sides ran at every seed
