@@ -203,6 +203,13 @@ def evaluate(spec: dict) -> dict:
     return {"by_sparsity": out}
 
 
+def _in_subprocess(mode: str, spec: dict, threads: int, what: str) -> dict:
+    """This script run as `multilingual.py MODE SPEC` (`--evaluate` or `--bag_of_tokens`) in a subprocess with
+    `threads` torch threads; the json dict it prints last."""
+    shown = run_python([__file__, mode, json.dumps(spec)], threads, what=what)
+    return json.loads(shown.strip().splitlines()[-1])
+
+
 # -- jobs ----------------------------------------------------------------------------------------------------------
 def jobs(args: argparse.Namespace) -> list[dict]:
     """Per backbone and seed: the unpruned and DS runs, then each (algorithm, sparsity) in every pruned setting
@@ -268,8 +275,7 @@ def main() -> None:
         if job["setting"] == "bag_of_tokens":
             spec = {"backbone": str(folders[job["backbone"]]), "files": files, "seed": job["seed"],
                     "max_length": args.max_length, "epochs": BAG_OF_TOKENS_EPOCHS}
-            shown = run_python([__file__, "--bag_of_tokens", json.dumps(spec)], args.threads, what=f"bag of tokens {name}")
-            return json.loads(shown.strip().splitlines()[-1])
+            return _in_subprocess("--bag_of_tokens", spec, args.threads, what=f"bag of tokens {name}")
         out = work / "runs" / name
         english = job["setting"] in ENGLISH_ONLY
         flags = ["--model_name_or_path", str(folders[job["backbone"]]),
@@ -289,8 +295,7 @@ def main() -> None:
         spec = {"run": str(out), "files": files, "pairs": pairs, "retrieval": args.retrieval,
                 "per_language": job["setting"] == "per_language",
                 "sparsities": [0.0, *args.sparsities] if job["setting"] == "ds" else None}
-        shown = run_python([__file__, "--evaluate", json.dumps(spec)], args.threads, what=f"evaluating {out}")
-        found = json.loads(shown.strip().splitlines()[-1])
+        found = _in_subprocess("--evaluate", spec, args.threads, what=f"evaluating {out}")
         return {**found, "process_cpu_s": metrics["process_cpu_s"],
                 **{k: metrics[k] for k in ("head_sparsity", "neuron_sparsity") if k in metrics}}
 

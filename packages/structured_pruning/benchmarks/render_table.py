@@ -266,11 +266,11 @@ def _study_findings(runs: dict, backbone: str, keys: list[tuple], sparsities: li
 
     rows = []
     for claim, (a, b) in claims.items():
-        cells = [paired_verdict(accuracy(a, x), accuracy(b, x)) if accuracy(a, x).keys() & accuracy(b, x).keys()
-                 else "" for x in sparsities]
-        both = [x for x in sparsities if accuracy(a, x).keys() & accuracy(b, x).keys()]
-        seeds = set.intersection(*(set(accuracy(side, x)) for side in (a, b) for x in both))
-        pooled = [{seed: statistics.mean(accuracy(side, x)[seed] for x in both) for seed in seeds} for side in (a, b)]
+        va, vb = ({x: accuracy(side, x) for x in sparsities} for side in (a, b))
+        both = [x for x in sparsities if va[x].keys() & vb[x].keys()]
+        cells = [paired_verdict(va[x], vb[x]) if x in both else "" for x in sparsities]
+        seeds = set.intersection(*(set(v[x]) for v in (va, vb) for x in both))
+        pooled = [{seed: statistics.mean(v[x][seed] for x in both) for seed in seeds} for v in (va, vb)]
         cells.append(paired_verdict(*pooled) if seeds else "")
         rows.append(f"| {claim} | " + " | ".join(str(c) for c in cells) + " |")
     columns = " | ".join(f"{100 * x:.0f}%" for x in sparsities)
@@ -288,9 +288,9 @@ def _study_cost(recorded: list[dict], backbone: str) -> list[str]:
     ds, one = cpu("ds", "-"), cpu("shared", "first_order")
     if not ds or not one:
         return []
-    return ["", f"Cost: one DS run (every sparsity) trains in {statistics.mean(ds):.0f} CPU s, "
-            f"{statistics.mean(ds) / statistics.mean(one):.2f}x one separately pruned first-order run "
-            f"({statistics.mean(one):.0f} s; training only, means over the runs)."]
+    ds_s, one_s = statistics.mean(ds), statistics.mean(one)
+    return ["", f"Cost: one DS run (every sparsity) trains in {ds_s:.0f} CPU s, {ds_s / one_s:.2f}x one separately "
+            f"pruned first-order run ({one_s:.0f} s; training only, means over the runs)."]
 
 
 def _study_claims(keys: list[tuple], x: float) -> list[tuple[str, tuple, tuple]]:
