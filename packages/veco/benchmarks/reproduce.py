@@ -22,8 +22,9 @@ results/veco_reproduction_cpu.json) and skipped on rerun; pre-trained models sta
 the budget of a GPU; `--scale cpu` is the same study with a narrower model (d=128) and about a tenth of the steps,
 about 2.5 CPU hours a seed (the README block lists each stage's measured CPU time). `--scale tiny` is a start-up
 check (about 4 CPU minutes; its json stays in --work_dir and is never rendered). Runs use bf16 autocast where it is
-fast (`--precision`). `--stages` runs some stages only, in the order given. `render_table.py` renders the README
-block.
+fast (`--precision`). `--stages` runs some stages only, in the order given. `--pretrain_steps N` tests the budget:
+the scale with N pre-training steps (everything else unchanged), in its own json (`..._cpu_pretrain<N>.json`) and
+its own folder under --work_dir (the data and vocabulary are shared). `render_table.py` renders the README block.
 """
 
 from __future__ import annotations
@@ -93,10 +94,17 @@ def common(seed: int, precision: str) -> list[str]:
 class Study:
     def __init__(self, args: argparse.Namespace) -> None:
         self.scale = SCALES[args.scale]
-        self.work = Path(args.work_dir) / args.scale
-        self.data, self.tok = self.work / "data", self.work / "tokenizer"
+        shared = Path(args.work_dir) / args.scale
+        self.data, self.tok = shared / "data", shared / "tokenizer"
+        self.work = shared
+        self.json = JSONS.get(args.scale, shared / "veco_reproduction.json")
+        if args.pretrain_steps is not None:  # a budget check: its own runs and json, the same data and vocabulary
+            if args.pretrain_steps < 1:
+                raise SystemExit(f"--pretrain_steps must be positive, got {args.pretrain_steps}")
+            self.scale = {**self.scale, "pretrain": {**self.scale["pretrain"], "steps": args.pretrain_steps}}
+            self.work = shared / f"pretrain{args.pretrain_steps}"
+            self.json = self.json.with_name(f"{self.json.stem}_pretrain{args.pretrain_steps}.json")
         self.threads, self.precision = args.threads, resolve_precision(args.precision)
-        self.json = JSONS.get(args.scale, self.work / "veco_reproduction.json")
 
     # -- shared inputs -------------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -208,6 +216,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("PLMKIT_NUM_THREADS", "1")))
     parser.add_argument("--parallel", type=int, default=1, help="jobs at a time")
     parser.add_argument("--work_dir", default="outputs/veco_reproduction")
+    parser.add_argument("--pretrain_steps", type=int, help="override the scale's pre-training steps (a budget check)")
     add_precision_option(parser)
     args = parser.parse_args()
     study = Study(args)
