@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "packages" / "veco" / "README.md"
 RESULTS = ROOT / "packages" / "veco" / "benchmarks" / "results"
 PERF, PLOT = RESULTS / "veco_perf.json", RESULTS / "veco_reproduction.png"
-#: the reproduction's budgets (reproduce.py --scale), each rendered when its json holds runs; the plot shows the first
+#: the reproduction's budgets (reproduce.py --scale), each rendered when its json holds runs, each followed by its
+#: budget checks (`--pretrain_steps N`: veco_reproduction_<scale>_pretrain<N>.json); the plot shows the first budget
 REPROS = [(RESULTS / "veco_reproduction.json", "Reproduction at the full budget (`--scale full`, sized for a GPU)"),
           (RESULTS / "veco_reproduction_cpu.json", "Reproduction at the CPU budget (`--scale cpu`)")]
 GENERATE = RESULTS / "veco_generate_perf.json"
@@ -57,12 +58,14 @@ def _values(data: dict) -> dict[tuple[str, str], dict[int, float]]:
     return out
 
 
-def reproduction(data: dict, title: str) -> list[str]:
+def reproduction(data: dict, title: str, base: dict | None = None) -> list[str]:
+    """One budget's block; `base` is the json of the budget that a budget check changes."""
     values = _values(data)
     s = data["settings"]
     p, m, c, shape = s["pretrain"], s["mt"], s["cls"], s["shape"]
+    setup = "as above; only the pre-training steps differ." if base else " ".join(s["setup"].split())
     lines = [
-        f"**{title}.** Setup: {' '.join(s['setup'].split())}",
+        f"**{title}.** Setup: {setup}",
         "",
         f"Model: {shape['num_hidden_layers']} layers, d={shape['hidden_size']}, {shape['num_attention_heads']} heads, "
         f"FFN {shape['intermediate_size']}, vocabulary {s['vocab_size']:,}; {s.get('precision', 'fp32')}. "
@@ -76,6 +79,8 @@ def reproduction(data: dict, title: str) -> list[str]:
         "|---|---|" + "---:|" * len(COLUMNS),
     ]
     for arm, label in ARMS.items():
+        if base and not any(values.get((arm, column)) for column, *_ in COLUMNS):
+            continue  # an arm a budget check leaves out
         cells, seeds = [], set()
         for column, *_ in COLUMNS:
             runs = values.get((arm, column), {})
@@ -89,32 +94,66 @@ def reproduction(data: dict, title: str) -> list[str]:
     majority = (f" Always guessing the most frequent book group scores {100 * s['majority']:.1f}% of the test verses."
                 if "majority" in s else "")
     lines += ["", f"BLEU in sacreBLEU points, P@1 and accuracy in %, mean ± std over seeds.{majority}",
-              *_pretraining(data), *_cost(data), "",
+              *_pretraining(data), *(_against(data, base) if base else []), *_cost(data), "",
               "Verdicts (A - B in points, runs paired by seed: mean difference +- its standard error; **supported** "
               "only where the mean exceeds twice its standard error, **contradicted** below minus twice, otherwise "
               "within noise):", "", "| claim | A - B | verdict |", "|---|---|---|"]
     for a, b, column, claim in CLAIMS:
         va, vb = values.get((a, column)), values.get((b, column))
         cell = str(paired_verdict(va, vb, scale=1.0)) if va and vb and set(va) & set(vb) else "not run"
+        if base and cell == "not run":
+            continue  # a claim on an arm the budget check leaves out
         lines.append(f"| {claim} | {ARMS[a].split(' ', 1)[1]} - {ARMS[b].split(' ', 1)[1]}, {column} | {cell} |")
     return [*lines, ""]
 
 
+def _accuracy(runs: list[dict], term: str) -> float:
+    """Held-out masked-token accuracy of one stream (`mlm`: H, `ca_mlm`: S), mean over runs of the x and y sides, %."""
+    return statistics.mean(50 * (r[f"eval_{term}_x_accuracy"] + r[f"eval_{term}_y_accuracy"]) for r in runs)
+
+
+def _pretrain_runs(data: dict, arm: str, seeds: set[int] | None = None) -> list[dict]:
+    return [r for r in data["runs"]
+            if r["stage"] == "pretrain" and r["arm"] == arm and (seeds is None or r["seed"] in seeds)]
+
+
+def _streams(runs: list[dict]) -> dict[str, float]:
+    """Stream name -> its masked-token accuracy (the S-stream only where the arm trains it)."""
+    out = {"H-stream": _accuracy(runs, "mlm")}
+    if "eval_ca_mlm_x_accuracy" in runs[0]:
+        out["S-stream"] = _accuracy(runs, "ca_mlm")
+    return out
+
+
 def _pretraining(data: dict) -> list[str]:
     """What pre-training reached: held-out masked-token accuracy of each stream, mean over seeds."""
-    def accuracy(runs: list[dict], term: str) -> float:  # mean over runs of the x and y sides, in %
-        return statistics.mean(50 * (r[f"eval_{term}_x_accuracy"] + r[f"eval_{term}_y_accuracy"]) for r in runs)
+    def text(runs: list[dict]) -> str:
+        return ", ".join(f"{name}{' (CA-MLM, the paired sentence visible)' if name == 'S-stream' else ''} {acc:.1f}%"
+                         for name, acc in _streams(runs).items())
 
-    parts = []
-    for arm in ("mlm", "veco"):
-        runs = [r for r in data["runs"] if r["stage"] == "pretrain" and r["arm"] == arm]
-        if not runs:
-            continue
-        text = f"{ARMS[arm].split(' ', 1)[1]}: H-stream {accuracy(runs, 'mlm'):.1f}%"
-        if "eval_ca_mlm_x_accuracy" in runs[0]:
-            text += f", S-stream (CA-MLM, the paired sentence visible) {accuracy(runs, 'ca_mlm'):.1f}%"
-        parts.append(text)
+    parts = [f"{ARMS[arm].split(' ', 1)[1]}: {text(runs)}"
+             for arm in ("mlm", "veco") if (runs := _pretrain_runs(data, arm))]
     return ["", "Pre-training, masked-token accuracy on held-out pairs: " + "; ".join(parts) + "."] if parts else []
+
+
+def _against(data: dict, base: dict) -> list[str]:
+    """A budget check against the budget it changes, on the seeds both ran: each pre-trained arm's BLEU and
+    masked-token accuracy there and here."""
+    new, old, parts = _values(data), _values(base), []
+    for arm in ("mlm", "veco"):
+        a, b = new.get((arm, "de->en BLEU"), {}), old.get((arm, "de->en BLEU"), {})
+        seeds = set(a) & set(b)
+        runs_a, runs_b = _pretrain_runs(data, arm, seeds), _pretrain_runs(base, arm, seeds)
+        if seeds and runs_a and runs_b:
+            there, here = _streams(runs_b), _streams(runs_a)
+            parts.append(f"{ARMS[arm].split(' ', 1)[1]}: BLEU {statistics.mean(b[s] for s in seeds):.2f} -> "
+                         f"{statistics.mean(a[s] for s in seeds):.2f}, " +
+                         ", ".join(f"{name} {there[name]:.1f}% -> {here[name]:.1f}%" for name in here))
+    if not parts:
+        return []
+    seeds = sorted(set().union(*(new.get((arm, "de->en BLEU"), {}) for arm in ("mlm", "veco"))))
+    return ["", f"Against the same seed(s) ({', '.join(map(str, seeds))}) at {base['settings']['pretrain']['steps']:,} "
+                f"pre-training steps, there -> here: " + "; ".join(parts) + "."]
 
 
 def _cost(data: dict) -> list[str]:
@@ -128,10 +167,20 @@ def _cost(data: dict) -> list[str]:
     return ["", "CPU time per run (process time, mean over runs): " + "; ".join(parts) + "."] if parts else []
 
 
-def _reproductions() -> list[tuple[dict, str]]:
-    """(json content, title) of every budget whose json holds runs."""
-    found = [(json.loads(path.read_text()), title) for path, title in REPROS if path.exists()]
-    return [(data, title) for data, title in found if data.get("runs")]
+def _reproductions() -> list[tuple[dict, str, dict | None]]:
+    """(json content, title, the changed budget's json content or None) of every budget and budget check whose json
+    holds runs."""
+    found = []
+    for path, title in REPROS:
+        base = json.loads(path.read_text()) if path.exists() else None
+        if base and base.get("runs"):
+            found.append((base, title, None))
+        checks = [json.loads(check.read_text()) for check in RESULTS.glob(f"{path.stem}_pretrain*.json")]
+        for data in sorted((c for c in checks if c.get("runs")), key=lambda c: c["settings"]["pretrain"]["steps"]):
+            steps = data["settings"]["pretrain"]["steps"]
+            found.append((data, f"Budget check: {title[0].lower()}{title[1:]} with {steps:,} pre-training steps "
+                                f"(`--pretrain_steps {steps}`)", base))
+    return found
 
 
 def perf(p: dict) -> list[str]:
@@ -152,8 +201,8 @@ def generate_perf(p: dict) -> list[str]:
 def render() -> str:
     lines: list[str] = []
     repros = _reproductions()
-    for data, title in repros:
-        lines += reproduction(data, title)
+    for data, title, base in repros:
+        lines += reproduction(data, title, base)
     if repros:
         lines += [f"![BLEU and P@1 per arm](benchmarks/results/{PLOT.name}) (plot: {repros[0][1][0].lower()}"
                   f"{repros[0][1][1:]})", ""]
@@ -171,7 +220,7 @@ def plot() -> None:
     repros = _reproductions()
     if not repros:
         return
-    data, title = repros[0]
+    data, title, _ = repros[0]
     import matplotlib
 
     matplotlib.use("Agg")
