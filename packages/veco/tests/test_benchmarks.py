@@ -1,10 +1,14 @@
-"""benchmarks/render_table.py on made-up results: a budget and its budget check (`reproduce.py --pretrain_steps`)."""
+"""The reproduction's budget check (`reproduce.py --pretrain_steps`): its own runs and json, and how render_table.py
+shows it after its budget (made-up results; nothing is trained)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -61,3 +65,22 @@ def test_a_budget_check_renders_after_its_budget_against_the_same_seeds(tmp_path
             "S-stream 25.0% -> 35.0%.") in check
     assert "| VECO CA-MLM - MLM-only pre-training, de->en BLEU | +2.0 (1 seed: no verdict) |" in check
     assert "random init, de->en BLEU" not in check  # its claim on the random arm is left out, not "not run"
+
+
+def test_reproduce_pretrain_steps_is_a_budget_check_with_its_own_runs_and_json(tmp_path):
+    spec = importlib.util.spec_from_file_location("veco_reproduce", BENCHMARKS / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+
+    def study(steps):
+        return reproduce.Study(argparse.Namespace(scale="cpu", pretrain_steps=steps, work_dir=str(tmp_path),
+                                                  threads=1, precision="fp32"))
+
+    budget, check = study(None), study(4500)
+    assert (check.data, check.tok) == (budget.data, budget.tok)  # the same data and vocabulary
+    assert budget.work == tmp_path / "cpu" and check.work == tmp_path / "cpu" / "pretrain4500"
+    assert check.json == budget.json.with_name("veco_reproduction_cpu_pretrain4500.json")
+    assert check.scale["pretrain"]["steps"] == 4500 and budget.scale["pretrain"]["steps"] == 1500
+    assert check.scale["mt"] == budget.scale["mt"]  # nothing else changes
+    with pytest.raises(SystemExit, match="--pretrain_steps must be positive, got 0"):
+        study(0)
