@@ -24,6 +24,7 @@ PERF, PLOT = RESULTS / "veco_perf.json", RESULTS / "veco_reproduction.png"
 REPROS = [(RESULTS / "veco_reproduction.json", "Reproduction at the full budget (`--scale full`, sized for a GPU)"),
           (RESULTS / "veco_reproduction_cpu.json", "Reproduction at the CPU budget (`--scale cpu`)")]
 GENERATE = RESULTS / "veco_generate_perf.json"
+PROBE = RESULTS / "veco_translation_probe.json"
 START, END = "<!-- veco-results:start -->", "<!-- veco-results:end -->"
 ARMS = {"random": "(a) random init", "mlm": "(b) MLM-only pre-training", "veco": "(c) VECO CA-MLM"}
 #: (column, stage, metric, scale to points)
@@ -183,6 +184,26 @@ def _reproductions() -> list[tuple[dict, str, dict | None]]:
     return found
 
 
+def translation_probe(p: dict) -> list[str]:
+    """Does the S-stream read the translation: its accuracy with each pair's own translation and with another's."""
+    models = p["models"]
+    pairs = sorted({m["pairs"] for m in models.values()})
+    lines = [f"Does the S-stream read the translation? (`benchmarks/translation_probe.py`: "
+             f"{' / '.join(f'{n:,}' for n in pairs)} held-out translation pairs, masked once; the S-stream's "
+             "masked-token accuracy with each pair's own translation as its memory and with another verse's, the same "
+             "masked tokens; own - other: pooled difference +- its standard error over pairs; all in %)", "",
+             "| VECO pre-training | steps | side | masked tokens | H-stream | S-stream, own translation | "
+             "S-stream, another verse's | own - other |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for name, m in models.items():
+        for side in ("x", "y"):
+            r = m[side]
+            diff, se = r["true_minus_other"]
+            lines.append(f"| {name} | {m['pretraining_steps'] or '-'} | {side} | {r['masked_tokens']:,} | "
+                         f"{r['h_stream']:.2f} | {r['s_stream_true']:.2f} | {r['s_stream_other']:.2f} | "
+                         f"{diff:+.2f} +- {se:.2f} |")
+    return [*lines, ""]
+
+
 def perf(p: dict) -> list[str]:
     return [f"Step cost ({p['setup']}):", "",
             "| measure | CA-MLM step / MLM step | target |", "|---|---|---|",
@@ -209,6 +230,8 @@ def render() -> str:
     else:
         lines += ["Reproduction: not run yet (`packages/veco/benchmarks/reproduce.py` writes "
                   "`benchmarks/results/veco_reproduction.json`; the lead runs it).", ""]
+    if PROBE.exists():
+        lines += translation_probe(json.loads(PROBE.read_text()))
     if PERF.exists():
         lines += perf(json.loads(PERF.read_text()))
     if GENERATE.exists():

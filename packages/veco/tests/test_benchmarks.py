@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -84,3 +85,61 @@ def test_reproduce_pretrain_steps_is_a_budget_check_with_its_own_runs_and_json(t
     assert check.scale["mt"] == budget.scale["mt"]  # nothing else changes
     with pytest.raises(SystemExit, match="--pretrain_steps must be positive, got 0"):
         study(0)
+
+
+def _probe_module():
+    spec = importlib.util.spec_from_file_location("veco_translation_probe", BENCHMARKS / "translation_probe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PAIRS = [{"x": f"the king {i} went to the city of {i + 3}", "y": f"der König {i} ging in die Stadt {i * 7}",
+          "kind": "parallel"} for i in range(7)]
+
+
+def test_the_translation_probe_pairs_each_sides_tokens_with_and_without_its_translation(tokenizer):
+    from plmkit.veco.modeling import VecoForPreTraining
+    from plmkit.veco.tiny import tiny_model_config
+
+    probe = _probe_module()
+    torch.manual_seed(0)
+    model = VecoForPreTraining(tiny_model_config(tokenizer))
+    found = probe.probe(model, tokenizer, PAIRS, batch=3)  # batches of 3, 4: the last pair folds into the one before
+    assert found["pairs"] == 7
+    for side in ("x", "y"):
+        assert found[side]["masked_tokens"] > 0
+        assert 0 <= found[side]["s_stream_other"] <= 100 and 0 <= found[side]["h_stream"] <= 100
+
+    # with cross-attention's output at zero the S-stream cannot read its memory: true and other agree pair by pair
+    # on both sides (a y side scored against another pair's tokens would not)
+    for layer in model.veco.layers:
+        torch.nn.init.zeros_(layer.encoder_attn.out_proj.weight)
+        torch.nn.init.zeros_(layer.encoder_attn.out_proj.bias)
+    blind = probe.probe(model, tokenizer, PAIRS, batch=3)
+    for side in ("x", "y"):
+        assert blind[side]["s_stream_true"] == blind[side]["s_stream_other"]
+        assert blind[side]["true_minus_other"] == (0.0, 0.0)
+
+
+def test_the_translation_probe_needs_translation_pairs(tmp_path, tokenizer):
+    probe = _probe_module()
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain" / "validation.jsonl").write_text(json.dumps({**PAIRS[0], "kind": "mono"}) + "\n")
+    with pytest.raises(SystemExit, match="holds no `parallel` \\(translation\\) pairs"):
+        probe.translation_pairs(tmp_path, None)
+    with pytest.raises(SystemExit, match="--data must be a `plmkit veco prepare-data` folder"):
+        probe.translation_pairs(tmp_path / "elsewhere", None)
+    with pytest.raises(ValueError, match="at least 2 translation pairs"):
+        probe.probe(None, tokenizer, PAIRS[:1])
+
+
+def test_the_translation_probe_renders_one_row_per_model_and_side():
+    render = _render_module()
+    side = {"masked_tokens": 1200, "h_stream": 20.0, "s_stream_true": 21.5, "s_stream_other": 20.25,
+            "true_minus_other": [1.25, 0.5]}
+    text = "\n".join(render.translation_probe({"models": {"veco_4500": {"pretraining_steps": 4500, "pairs": 400,
+                                                                         "x": side, "y": side}}}))
+    assert "400 held-out translation pairs" in text
+    assert "| veco_4500 | 4500 | x | 1,200 | 20.00 | 21.50 | 20.25 | +1.25 +- 0.50 |" in text
+    assert "| veco_4500 | 4500 | y |" in text
