@@ -191,7 +191,7 @@ def translation_probe(p: dict) -> list[str]:
     lines = [f"Does the S-stream read the translation? (`benchmarks/translation_probe.py`: "
              f"{' / '.join(f'{n:,}' for n in pairs)} held-out translation pairs, masked once; the S-stream's "
              "masked-token accuracy with each pair's own translation as its memory and with another verse's, the same "
-             "masked tokens; own - other: pooled difference +- its standard error over pairs; all in %)", "",
+             "masked tokens; own - other: pooled difference +- its standard error over pairs; accuracies in %)", "",
              "| VECO pre-training | steps | side | masked tokens | H-stream | S-stream, own translation | "
              "S-stream, another verse's | own - other |", "|---|---:|---|---:|---:|---:|---:|---:|"]
     for name, m in models.items():
