@@ -208,7 +208,7 @@ def perf(p: dict) -> list[str]:
     return [f"Step cost ({p['setup']}):", "",
             "| measure | CA-MLM step / MLM step | target |", "|---|---|---|",
             f"| process CPU time | {p['ratio_cpu']:.2f}x | <= {p['target_ratio']}x |",
-            f"| wall time (shared machine, load {p['load_average']:.1f}) | {p['ratio_wall']:.2f}x | |", ""]
+            f"| wall time (load average {p['load_average']:.1f} during the run) | {p['ratio_wall']:.2f}x | |", ""]
 
 
 def generate_perf(p: dict) -> list[str]:
