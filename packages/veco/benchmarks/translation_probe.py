@@ -61,27 +61,25 @@ def probe(model, tokenizer, rows: list[dict], max_length: int = 64, batch: int =
         chunks[-2] += chunks.pop()
     batches = [collator(chunk) for chunk in chunks]
     names = term_names("veco")
-    stats = {}
-    model.eval()
     y_terms = [i for i, name in enumerate(names) if name.endswith("_y")]
-    for memory in ("true", "other"):
-        per_pair = []
+
+    def score(b: dict) -> torch.Tensor:  # [rows, terms, (loss, masked, correct)]
+        return model(**b, objective="veco").stats.double().view(-1, len(names), 3)
+
+    model.eval()
+    scored: dict[str, list[torch.Tensor]] = {"true": [], "other": []}
+    with torch.no_grad():
         for b in batches:
-            with torch.no_grad():
-                if memory == "true":
-                    per_pair.append(model(**b, objective="veco").stats.double().view(-1, len(names), 3))
-                    continue
-                # row i pairs x_i with y_roll[i]; its y terms score y_roll[i] (reading x_i): put them back on row roll[i]
-                roll = torch.roll(torch.arange(len(b["input_ids"])), 1)
-                b = {**b, **{k: b[k][roll] for k in ("pair_input_ids", "pair_attention_mask", "pair_targets")}}
-                found = model(**b, objective="veco").stats.double().view(-1, len(names), 3)
-                found[:, y_terms] = found[torch.argsort(roll)][:, y_terms]
-                per_pair.append(found)
-        stats[memory] = torch.cat(per_pair)  # [pairs, terms, (loss, masked, correct)], both sides of pair i on row i
+            scored["true"].append(score(b))
+            # row i pairs x_i with y_roll[i]; its y terms score y_roll[i] (reading x_i): put them back on row roll[i]
+            roll = torch.roll(torch.arange(len(b["input_ids"])), 1)
+            found = score({**b, **{k: b[k][roll] for k in ("pair_input_ids", "pair_attention_mask", "pair_targets")}})
+            found[:, y_terms] = found[torch.argsort(roll)][:, y_terms]
+            scored["other"].append(found)
+    true, other = torch.cat(scored["true"]), torch.cat(scored["other"])  # both sides of pair i on row i
     out: dict = {"pairs": len(rows)}
     for side in ("x", "y"):
         h, s = names.index(f"mlm_{side}"), names.index(f"ca_mlm_{side}")
-        true, other = stats["true"], stats["other"]
         count = true[:, s, 1]
         if not torch.equal(count, other[:, s, 1]):  # each pair's tokens, scored twice: the same masked tokens
             raise RuntimeError(f"the probe's two scorings of side {side} masked different tokens")

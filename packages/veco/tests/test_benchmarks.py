@@ -14,8 +14,9 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _render_module():
-    spec = importlib.util.spec_from_file_location("veco_render_table", BENCHMARKS / "render_table.py")
+def _benchmark(name: str):
+    """benchmarks/NAME.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"veco_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -45,7 +46,7 @@ def _settings(steps: int) -> dict:
 
 
 def test_a_budget_check_renders_after_its_budget_against_the_same_seeds(tmp_path, monkeypatch):
-    render = _render_module()
+    render = _benchmark("render_table")
     base = tmp_path / "veco_reproduction_cpu.json"
     base.write_text(json.dumps({"settings": _settings(100), "runs": _runs(
         (1, 2), {"random": 1.0, "mlm": 9.0, "veco": 9.0}, 0.15)}))
@@ -69,9 +70,7 @@ def test_a_budget_check_renders_after_its_budget_against_the_same_seeds(tmp_path
 
 
 def test_reproduce_pretrain_steps_is_a_budget_check_with_its_own_runs_and_json(tmp_path):
-    spec = importlib.util.spec_from_file_location("veco_reproduce", BENCHMARKS / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = _benchmark("reproduce")
 
     def study(steps):
         return reproduce.Study(argparse.Namespace(scale="cpu", pretrain_steps=steps, work_dir=str(tmp_path),
@@ -87,13 +86,6 @@ def test_reproduce_pretrain_steps_is_a_budget_check_with_its_own_runs_and_json(t
         study(0)
 
 
-def _probe_module():
-    spec = importlib.util.spec_from_file_location("veco_translation_probe", BENCHMARKS / "translation_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 PAIRS = [{"x": f"the king {i} went to the city of {i + 3}", "y": f"der König {i} ging in die Stadt {i * 7}",
           "kind": "parallel"} for i in range(7)]
 
@@ -102,7 +94,7 @@ def test_the_translation_probe_pairs_each_sides_tokens_with_and_without_its_tran
     from plmkit.veco.modeling import VecoForPreTraining
     from plmkit.veco.tiny import tiny_model_config
 
-    probe = _probe_module()
+    probe = _benchmark("translation_probe")
     torch.manual_seed(0)
     model = VecoForPreTraining(tiny_model_config(tokenizer))
     found = probe.probe(model, tokenizer, PAIRS, batch=3)  # batches of 3, 4: the last pair folds into the one before
@@ -123,7 +115,7 @@ def test_the_translation_probe_pairs_each_sides_tokens_with_and_without_its_tran
 
 
 def test_the_translation_probe_needs_translation_pairs(tmp_path, tokenizer):
-    probe = _probe_module()
+    probe = _benchmark("translation_probe")
     (tmp_path / "pretrain").mkdir()
     (tmp_path / "pretrain" / "validation.jsonl").write_text(json.dumps({**PAIRS[0], "kind": "mono"}) + "\n")
     with pytest.raises(SystemExit, match="holds no `parallel` \\(translation\\) pairs"):
@@ -135,7 +127,7 @@ def test_the_translation_probe_needs_translation_pairs(tmp_path, tokenizer):
 
 
 def test_the_translation_probe_renders_one_row_per_model_and_side():
-    render = _render_module()
+    render = _benchmark("render_table")
     side = {"masked_tokens": 1200, "h_stream": 20.0, "s_stream_true": 21.5, "s_stream_other": 20.25,
             "true_minus_other": [1.25, 0.5]}
     text = "\n".join(render.translation_probe({"models": {"veco_4500": {"pretraining_steps": 4500, "pairs": 400,
