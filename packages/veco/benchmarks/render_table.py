@@ -101,9 +101,10 @@ def reproduction(data: dict, title: str, base: dict | None = None) -> list[str]:
               "within noise):", "", "| claim | A - B | verdict |", "|---|---|---|"]
     for a, b, column, claim in CLAIMS:
         va, vb = values.get((a, column)), values.get((b, column))
-        cell = str(paired_verdict(va, vb, scale=1.0)) if va and vb and set(va) & set(vb) else "not run"
-        if base and cell == "not run":
+        ran = bool(va and vb and set(va) & set(vb))
+        if base and not ran:
             continue  # a claim on an arm the budget check leaves out
+        cell = str(paired_verdict(va, vb, scale=1.0)) if ran else "not run"
         lines.append(f"| {claim} | {ARMS[a].split(' ', 1)[1]} - {ARMS[b].split(' ', 1)[1]}, {column} | {cell} |")
     return [*lines, ""]
 
@@ -140,20 +141,20 @@ def _pretraining(data: dict) -> list[str]:
 def _against(data: dict, base: dict) -> list[str]:
     """A budget check against the budget it changes, on the seeds both ran: each pre-trained arm's BLEU and
     masked-token accuracy there and here."""
-    new, old, parts = _values(data), _values(base), []
+    new, old, parts, compared = _values(data), _values(base), [], set()
     for arm in ("mlm", "veco"):
         a, b = new.get((arm, "de->en BLEU"), {}), old.get((arm, "de->en BLEU"), {})
         seeds = set(a) & set(b)
         runs_a, runs_b = _pretrain_runs(data, arm, seeds), _pretrain_runs(base, arm, seeds)
         if seeds and runs_a and runs_b:
+            compared |= seeds
             there, here = _streams(runs_b), _streams(runs_a)
             parts.append(f"{ARMS[arm].split(' ', 1)[1]}: BLEU {statistics.mean(b[s] for s in seeds):.2f} -> "
                          f"{statistics.mean(a[s] for s in seeds):.2f}, " +
                          ", ".join(f"{name} {there[name]:.1f}% -> {here[name]:.1f}%" for name in here))
     if not parts:
         return []
-    seeds = sorted(set().union(*(new.get((arm, "de->en BLEU"), {}) for arm in ("mlm", "veco"))))
-    return ["", f"Against the same seed(s) ({', '.join(map(str, seeds))}) at {base['settings']['pretrain']['steps']:,} "
+    return ["", f"Against the same seed(s) ({', '.join(map(str, sorted(compared)))}) at {base['settings']['pretrain']['steps']:,} "
                 f"pre-training steps, there -> here: " + "; ".join(parts) + "."]
 
 
