@@ -1,7 +1,6 @@
 """The resumable sweep helper (tools/bench/sweep.py), the two sweeps built on it (CP-Tuning / UPT-Single on trec,
 Child-Tuning_D) end to end in their --smoke form, and their README blocks."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,6 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
+
+from plmkit.core.testing import load_script
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
@@ -18,13 +19,6 @@ CP_SWEEP = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "sweep_trec.py"
 CT_SWEEP = ROOT / "packages" / "child_tuning" / "benchmarks" / "sweep.py"
 CP_RENDER = ROOT / "packages" / "prompt_tuning" / "benchmarks" / "cp_tuning_render_table.py"
 CT_RENDER = ROOT / "packages" / "child_tuning" / "benchmarks" / "render_table.py"
-
-
-def _module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_logged_curve_keeps_the_entries_with_the_first_key(tmp_path):
@@ -82,8 +76,8 @@ def test_render_scripts_pass_check(script):
 
 
 def test_sweep_blocks_say_not_run_yet_without_their_json(tmp_path):
-    assert "Not run yet" in _module(CP_RENDER, "cp_render").render_sweep(tmp_path / "none.json")
-    assert "Not run yet" in _module(CT_RENDER, "ct_render").render_sweep(tmp_path / "none.json")
+    assert "Not run yet" in load_script(CP_RENDER).render_sweep(tmp_path / "none.json")
+    assert "Not run yet" in load_script(CT_RENDER).render_sweep(tmp_path / "none.json")
 
 
 def _smoke(script: Path, tmp_path: Path) -> tuple[dict, str]:
@@ -103,7 +97,7 @@ def test_cp_tuning_sweep_smoke(tmp_path):
         assert 0 <= r["test_accuracy"] <= 1 and r["cpu_s"] > 0 and (r["batch"], r["steps"], r["seed"]) == (8, 8, 13)
     cp = runs["cp_tuning"]
     assert 0 <= cp["test_accuracy_centroid"] <= 1 and 0 <= cp["eval_accuracy_centroid"] <= 1 and cp["layout"] == "4 x 2"
-    table = _module(CP_RENDER, "cp_render").render_sweep(out)
+    table = load_script(CP_RENDER).render_sweep(out)
     assert "CP-Tuning, class centroid" in table and "UPT-Single" in table and "1 seed: no verdict" in table
     again = subprocess.run([sys.executable, str(CP_SWEEP), "--smoke", "--json", str(out)], cwd=ROOT,
                            capture_output=True, text=True)  # resumes: nothing left to run
@@ -117,7 +111,7 @@ def test_child_tuning_sweep_smoke(tmp_path):
     assert set(runs) == {"vanilla", "CT-D"} and runs["CT-D"]["reserve_p"] == 0.3
     for r in runs.values():
         assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1 and r["task"] == "trec"
-    table = _module(CT_RENDER, "ct_render").render_sweep(out)
+    table = load_script(CT_RENDER).render_sweep(out)
     assert "CT-D (p=0.3)" in table and "no verdict yet" in table
 
 
@@ -137,7 +131,7 @@ def test_cp_sweep_pairs_runs_within_one_precision(tmp_path):
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps({"settings": {"model": "m", "k": 16, "max_length": 64, "test_examples": 538,
                                              "selection": "last step", "upt_start": "m"}, "runs": runs}))
-    table = _module(CP_RENDER, "cp_render").render_sweep(path)
+    table = load_script(CP_RENDER).render_sweep(path)
     assert "bf16 autocast unless a configuration says fp32" in table
     lines = [line for line in table.splitlines() if line.startswith("| CP-Tuning, nearest anchor")]
     bf16, fp32 = (next(line for line in lines if ("fp32" in line) == want) for want in (False, True))
@@ -146,7 +140,7 @@ def test_cp_sweep_pairs_runs_within_one_precision(tmp_path):
 
 
 def test_child_tuning_sweep_flags_and_rows_follow_the_precision(tmp_path):
-    sweep = _module(CT_SWEEP, "ct_sweep")
+    sweep = load_script(CT_SWEEP)
     assert "--bf16" not in sweep.common_flags("m", 1e-4, 3, "fp32")
     bf16 = sweep.common_flags("m", 1e-4, 3, "bf16")
     assert bf16[bf16.index("--bf16") + 1] == "true"
@@ -157,7 +151,7 @@ def test_child_tuning_sweep_flags_and_rows_follow_the_precision(tmp_path):
             for method, p, acc in (("vanilla", None, 0.5 + shift), ("CT-D", 0.3, 0.55))]
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps({"settings": {"model": "m", "n_train": 1000, "eval": "full"}, "runs": runs}))
-    table = _module(CT_RENDER, "ct_render").render_sweep(path)
+    table = load_script(CT_RENDER).render_sweep(path)
     assert "bf16 autocast unless a row says fp32" in table
     assert "| trec | CT-D (p=0.3), fp32 |" in table and "-5.0 +- 0.0 (3 seeds): contradicted" in table
     assert "+5.0 +- 0.0 (3 seeds): supported" in table  # the bf16 CT-D against the bf16 vanilla runs

@@ -3,7 +3,6 @@ block rendered from a small made-up json (every stage present, the verdict rows,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,14 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from plmkit.core.testing import load_script
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"capt_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / f"{name}.py")
 
 
 def test_mlm_time_gets_the_steps_a_capt_run_costs():

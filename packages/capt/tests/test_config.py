@@ -5,7 +5,6 @@ usage (parse_experiment + train)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import yaml
 from plmkit.capt import CAPTConfig, CAPTMethod
 from plmkit.core.cli import main
 from plmkit.core.config import parse_experiment
+from plmkit.core.testing import load_script
 from plmkit.core.training import build_method
 
 from .conftest import TINY, corpus_flags
@@ -23,10 +23,7 @@ CONFIG = PACKAGE / "configs" / "builtin_text_capt.yaml"
 
 
 def _reproduce_module():
-    spec = importlib.util.spec_from_file_location("capt_reproduce", PACKAGE / "benchmarks" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PACKAGE / "benchmarks" / "reproduce.py")
 
 
 def test_the_shipped_config_is_capt_on_masked_lm_with_the_documented_defaults():

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
+
+from plmkit.core.testing import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _module(name: str):
     sys.path.insert(0, str(BENCH.parents[2] / "tools" / "bench"))
-    spec = importlib.util.spec_from_file_location(f"kp_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f"{name}.py")
 
 
 def test_statements_are_found_as_whole_sentences():

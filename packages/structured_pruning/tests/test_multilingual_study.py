@@ -3,11 +3,12 @@ in every language), its job list, its option checks, and (slow) one run of each 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from plmkit.core.testing import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "multilingual.py"
 LANGUAGES = ("en", "de", "fr")
@@ -15,10 +16,7 @@ GROUPS = ("law", "history", "poetry")
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("structured_pruning_multilingual", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture
@@ -111,9 +109,7 @@ def test_one_run_of_each_kind_on_a_tiny_xlmr(bible, tmp_path, monkeypatch):
 
 
 def test_the_results_block_renders_tables_and_paired_verdicts(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("structured_pruning_render", SCRIPT.parent / "render_table.py")
-    render = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(render)
+    render = load_script(SCRIPT.parent / "render_table.py")
 
     def scores(accuracy, p_at_1=0.5):
         return {**{f"accuracy_{lang}": accuracy for lang in LANGUAGES}, "p_at_1_de_en": p_at_1, "p_at_1_fr_en": p_at_1}

@@ -4,22 +4,20 @@ shows it after its budget (made-up results; nothing is trained)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from plmkit.core.testing import load_script
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _benchmark(name: str):
     """benchmarks/NAME.py, imported as a module."""
-    spec = importlib.util.spec_from_file_location(f"veco_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / f"{name}.py")
 
 
 def _runs(seeds, bleu: dict[str, float], accuracy: float) -> list[dict]:

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from plmkit.core.testing import load_script
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"vlp_bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f"{name}.py")
 
 
 def test_readme_results_block_matches_the_json_files():

@@ -14,8 +14,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from plmkit.core.models import load_model
 
-__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "free_port", "run_cli", "tiny_dataset", "tiny_model", "write_tarball",
-           "write_toy_files"]
+__all__ = ["LegacyAdamW", "LegacyEpsAdamW", "free_port", "load_script", "run_cli", "tiny_dataset", "tiny_model",
+           "write_tarball", "write_toy_files"]
 
 # Each label has its own cue words, so a tiny model can learn the task in a few dozen steps.
 _CUES = [["good", "great", "best", "love", "fun"], ["bad", "terrible", "worst", "hate", "dull"], ["what", "who", "where"]]
@@ -28,6 +28,21 @@ def bf16_flags() -> list[str]:
     from plmkit.core.training import fast_bf16  # here: plmkit.core.training imports this package
 
     return ["--bf16", "true"] if fast_bf16() else []
+
+
+def load_script(path: str | Path, name: str | None = None) -> Any:
+    """The Python file at `path` (a benchmark script, which is not part of any package) imported as a module named
+    `name` (default: its parent folder's parent and its stem, e.g. `veco_reproduce`), for tests of its functions."""
+    import importlib.util
+
+    path = Path(path)
+    name = name or f"{path.parent.parent.name}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path} as a module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:
