@@ -173,5 +173,19 @@ def _end_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _exit(code: int) -> None:
+    """Exit with `code`. A torchrun worker (`LOCAL_RANK` set) leaves without interpreter teardown once its output is
+    flushed: even with the process group closed, a gloo thread destroyed there can still abort a finished run
+    (exit code -6, seen in the 2-process contract checks)."""
+    if "LOCAL_RANK" in os.environ:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())
